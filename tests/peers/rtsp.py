@@ -1,0 +1,1 @@
+"""RTSP server fixtures (filled in by the ingest work)."""

@@ -1,0 +1,1 @@
+"""SeaweedFS fixtures (filled in by the object-store work)."""
