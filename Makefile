@@ -1,0 +1,45 @@
+# The two commands a newcomer runs on a fresh Debian machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# Debian packages. Running needs a Python venv; the tests need the real peers: GStreamer's
+# RTSP server (python3-gi runs it), ffmpeg/ffprobe to check clips, PostgreSQL.
+RUN_PKGS := python3-venv python3-pip
+TEST_PKGS := $(RUN_PKGS) ffmpeg python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
+	gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-x \
+	gstreamer1.0-tools gstreamer1.0-rtsp postgresql-client
+
+.PHONY: run test lint unit bench clean
+
+run: $(VENV)/.installed
+	@scripts/apt-ensure $(RUN_PKGS)
+	$(BIN)/xueliang demo --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed
+	@scripts/apt-ensure $(TEST_PKGS)
+	@scripts/ensure-postgres
+	$(MAKE) lint
+	$(BIN)/pytest -ra
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest -q tests/unit
+
+$(VENV)/.installed: pyproject.toml
+	@scripts/apt-ensure $(RUN_PKGS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

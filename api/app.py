@@ -1,0 +1,75 @@
+"""The application factory: one composition root wiring settings to adapters and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from api.middleware import BodyLimit, HttpMetrics
+from api.routes import admin, cameras, events, ops
+from api.services import Services
+from config.errors import XueliangError
+from config.settings import Settings
+from storage.db import DatabaseError
+from storage.errors import ObjectNotFound, StorageError
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """Build the app; the lifespan migrates, checks storage and starts the workers."""
+    services = services or Services.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.hub.bind(asyncio.get_running_loop())
+        await asyncio.to_thread(services.start)
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(
+        title="Xueliang",
+        version="0.1.0",
+        description="Video surveillance integration: cameras, incidents with evidence clips, "
+        "grids and cases for city grid-management platforms.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    _install_error_handlers(app)
+    app.include_router(ops.router)
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(events.router)
+    api.include_router(cameras.router)
+    api.include_router(admin.router)
+    app.include_router(api)
+    app.add_middleware(HttpMetrics, registry=services.registry)
+    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Domain errors become HTTP answers here, not in each route."""
+
+    async def not_found(_: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=404)
+
+    async def unavailable(_: Request, err: Exception) -> JSONResponse:
+        log.warning("dependency unavailable: %s", err)
+        return JSONResponse({"detail": str(err)}, status_code=503)
+
+    async def domain(_: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    app.add_exception_handler(ObjectNotFound, not_found)
+    app.add_exception_handler(StorageError, unavailable)
+    app.add_exception_handler(DatabaseError, unavailable)
+    app.add_exception_handler(XueliangError, domain)

@@ -1,0 +1,119 @@
+"""The ``xueliang`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from config.errors import XueliangError
+from config.settings import Settings, load_settings
+
+log = logging.getLogger("xueliang")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except XueliangError as err:
+        # One line that says what to fix; the traceback helps nobody installing the service.
+        print(f"xueliang: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xueliang", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the API, ingest and analytics")
+    _server_args(serve)
+    serve.set_defaults(handler=_serve)
+
+    demo = sub.add_parser("demo", help="serve with a demo camera, for a first look")
+    _server_args(demo)
+    demo.set_defaults(handler=_demo)
+
+    token = sub.add_parser("token", help="manage API tokens")
+    tsub = token.add_subparsers(required=True, metavar="ACTION")
+    create = tsub.add_parser("create", help="print a new API token for a role")
+    create.add_argument("--config", type=Path, help="YAML settings file")
+    create.add_argument(
+        "--role", required=True, choices=["admin", "integrator", "operator", "grid_platform"]
+    )
+    create.add_argument("--name", default="", help="a label shown in audit logs")
+    create.add_argument("--grid-scope", default=None, help="limit the token to a grid subtree")
+    create.set_defaults(handler=_token_create)
+    return p
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML settings file")
+    p.add_argument("--host", help="bind address (default from settings: 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default from settings: 8000)")
+    p.add_argument(
+        "--role",
+        choices=["all", "api", "worker"],
+        default="all",
+        help="all: API and cameras; api: API only; worker: cameras only",
+    )
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # urllib3 logs each retry of the S3 client; our own error says what failed and what to do.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    from ingest.redact import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    updates: dict[str, object] = {}
+    if getattr(args, "host", None) or getattr(args, "port", None):
+        server = settings.server.model_copy(
+            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+        )
+        updates["server"] = server
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from api.server import run_server
+
+    return run_server(_settings(args), role=args.role)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from api.server import run_demo
+
+    return run_demo(_settings(args))
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from api.services import Services
+    from storage.tokens import create_token
+
+    services = Services.from_settings(_settings(args))
+    services.db.migrate()
+    with services.db.session() as session:
+        token, _ = create_token(session, args.role, args.name, args.grid_scope)
+    print(token)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""Cameras: the registry integrators manage, with live status, snapshot and availability."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+
+from api.deps import ServicesDep, require
+from api.schemas.cameras import (
+    AnalyticsIn,
+    AvailabilityReport,
+    CameraAvailability,
+    CameraCreate,
+    CameraList,
+    CameraOut,
+    CameraPatch,
+    CameraStatusOut,
+    Location,
+    RecordingIn,
+    ZoneIn,
+)
+from api.services import Services
+from ingest.redact import redact_url
+from storage import cameras as repo
+from storage.audit import audit
+from storage.models import Camera, utcnow
+from storage.tokens import Principal
+
+router = APIRouter(prefix="/cameras", tags=["cameras"])
+Integrator = Annotated[Principal, Depends(require("integrator"))]
+Viewer = Annotated[Principal, Depends(require("integrator", "operator", "grid_platform"))]
+Watcher = Annotated[Principal, Depends(require("integrator", "operator"))]
+
+
+def _out(row: Camera) -> CameraOut:
+    return CameraOut(
+        id=row.id,
+        name=row.name,
+        rtsp_url=row.main_url_shown,
+        substream_url=row.sub_url_shown,
+        grid_code=row.grid_code,
+        location=Location(lat=row.lat, lon=row.lon)
+        if row.lat is not None and row.lon is not None
+        else None,
+        zones=[ZoneIn.model_validate(z) for z in row.zones],
+        analytics=AnalyticsIn.model_validate(row.analytics),
+        recording=RecordingIn.model_validate(row.recording),
+        enabled=row.enabled,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _found(services: Services, row: Camera | None, camera_id: str) -> Camera:
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id}")
+    return row
+
+
+def _check_scheme(services: Services, field: str, url: str | None) -> None:
+    if url and url.startswith("file:") and not services.settings.ingest.allow_file_sources:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            [
+                {
+                    "loc": ["body", field],
+                    "msg": "file:// sources are disabled on this server; use an rtsp:// URL",
+                    "type": "value_error",
+                }
+            ],
+        )
+
+
+def _keep_password(new_url: str, old_encrypted: str | None, services: Services) -> str:
+    """A URL sent back with the password shown as *** keeps the stored password."""
+    parts = urlsplit(new_url)
+    if parts.password != "***" or not old_encrypted:
+        return new_url
+    old = urlsplit(services.secrets.decrypt(old_encrypted))
+    if old.password is None:
+        return new_url
+    netloc = parts.netloc.replace(":***@", f":{old.password}@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _set_url(services: Services, row: Camera, which: str, url: str | None) -> None:
+    enc = services.secrets.encrypt(url) if url else None
+    shown = redact_url(url) if url else None
+    if which == "main":
+        row.main_url_enc, row.main_url_shown = enc, shown
+    else:
+        row.sub_url_enc, row.sub_url_shown = enc, shown
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=CameraOut)
+def create_camera(body: CameraCreate, services: ServicesDep, who: Integrator) -> CameraOut:
+    _check_scheme(services, "rtsp_url", body.rtsp_url)
+    _check_scheme(services, "substream_url", body.substream_url)
+    now = utcnow()
+    row = Camera(
+        id=repo.new_camera_id(),
+        name=body.name,
+        grid_code=body.grid_code,
+        lat=body.location.lat if body.location else None,
+        lon=body.location.lon if body.location else None,
+        zones=[z.model_dump() for z in body.zones],
+        analytics=body.analytics.model_dump(),
+        recording=body.recording.model_dump(),
+        enabled=body.enabled,
+        created_at=now,
+        updated_at=now,
+    )
+    _set_url(services, row, "main", body.rtsp_url)
+    _set_url(services, row, "sub", body.substream_url)
+    with services.tx() as session:
+        session.add(row)
+        audit(session, who.name, "create", "camera", row.id)
+    services.cameras_changed()
+    return _out(row)
+
+
+@router.get("", response_model=CameraList)
+def list_cameras(services: ServicesDep, _: Viewer) -> CameraList:
+    with services.db.session() as session:
+        return CameraList(items=[_out(r) for r in repo.list_cameras(session)])
+
+
+@router.get("/availability", response_model=AvailabilityReport)
+def availability(
+    services: ServicesDep,
+    _: Viewer,
+    since: Annotated[datetime | None, Query(description="Default: 24 h before `until`.")] = None,
+    until: Annotated[datetime | None, Query(description="Default: now.")] = None,
+) -> AvailabilityReport:
+    """Share of time each camera was online over a period, and in total."""
+    until = _aware(until) if until else datetime.now(UTC)
+    since = _aware(since) if since else until - timedelta(days=1)
+    if since >= until:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "since must be before until")
+    with services.db.session() as session:
+        cams = repo.list_cameras(session)
+        names = {c.id: c.name for c in cams}
+        rows = repo.availability(session, names, since, until)
+    items = [
+        CameraAvailability(
+            camera_id=a.camera_id, name=names[a.camera_id], online_s=a.online_s, ratio=a.ratio
+        )
+        for a in rows
+    ]
+    period = sum(a.period_s for a in rows)
+    return AvailabilityReport(
+        since=since,
+        until=until,
+        cameras=items,
+        total_ratio=sum(a.online_s for a in rows) / period if period else 0.0,
+        cameras_at_or_above_98=sum(1 for a in rows if a.ratio >= 0.98),
+    )
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@router.get("/{camera_id}", response_model=CameraOut)
+def get_camera(camera_id: str, services: ServicesDep, _: Viewer) -> CameraOut:
+    with services.db.session() as session:
+        return _out(_found(services, repo.get_camera(session, camera_id), camera_id))
+
+
+@router.patch("/{camera_id}", response_model=CameraOut)
+def patch_camera(
+    camera_id: str, body: CameraPatch, services: ServicesDep, who: Integrator
+) -> CameraOut:
+    _check_scheme(services, "rtsp_url", body.rtsp_url)
+    _check_scheme(services, "substream_url", body.substream_url)
+    changes = body.model_dump(exclude_unset=True)
+    with services.tx() as session:
+        row = _found(services, repo.get_camera(session, camera_id), camera_id)
+        if "rtsp_url" in changes:
+            _set_url(
+                services,
+                row,
+                "main",
+                _keep_password(changes["rtsp_url"], row.main_url_enc, services),
+            )
+        if "substream_url" in changes:
+            url = changes["substream_url"]
+            _set_url(services, row, "sub", url and _keep_password(url, row.sub_url_enc, services))
+        if "location" in changes:
+            loc = changes["location"]
+            row.lat, row.lon = (loc["lat"], loc["lon"]) if loc else (None, None)
+        for key in ("name", "grid_code", "zones", "analytics", "recording", "enabled"):
+            if key in changes:
+                setattr(row, key, changes[key] if changes[key] is not None else _empty(key))
+        row.version += 1
+        row.updated_at = utcnow()
+        audit(session, who.name, "update", "camera", camera_id, {"fields": sorted(changes)})
+        out = _out(row)
+    services.cameras_changed()
+    return out
+
+
+def _empty(key: str) -> object:
+    return {
+        "zones": [],
+        "analytics": AnalyticsIn().model_dump(),
+        "recording": RecordingIn().model_dump(),
+    }.get(key)
+
+
+@router.delete("/{camera_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_camera(camera_id: str, services: ServicesDep, who: Integrator) -> None:
+    with services.tx() as session:
+        if not repo.delete_camera(session, camera_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id}")
+        audit(session, who.name, "delete", "camera", camera_id)
+    services.cameras_changed()
+
+
+@router.get("/{camera_id}/status", response_model=CameraStatusOut)
+def camera_status(camera_id: str, services: ServicesDep, _: Viewer) -> CameraStatusOut:
+    with services.db.session() as session:
+        row = _found(services, repo.get_camera(session, camera_id), camera_id)
+        st = repo.get_status(session, camera_id)
+        if not row.enabled:
+            return CameraStatusOut(state="disabled")
+        if st is None:
+            return CameraStatusOut(state="connecting")
+        return CameraStatusOut.model_validate(st, from_attributes=True)
+
+
+@router.get(
+    "/{camera_id}/snapshot.jpg",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "No frame yet."}},
+)
+def snapshot(camera_id: str, services: ServicesDep, _: Watcher) -> Response:
+    with services.db.session() as session:
+        _found(services, repo.get_camera(session, camera_id), camera_id)
+    jpeg = services.snapshot(camera_id)
+    if jpeg is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "no frame from this camera yet: see GET /cameras/{id}/status for why",
+        )
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

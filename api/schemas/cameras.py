@@ -1,0 +1,169 @@
+"""Request and response bodies of the camera routes (separate from the table rows)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from analytics.motion import MIN_AREA_MIN
+from analytics.zones import parse_zones
+
+STREAM_SCHEMES = ("rtsp", "rtsps")
+FILE_SCHEME = "file"
+
+
+def _check_stream_url(url: str) -> str:
+    if any(ord(c) < 0x20 or c in " \x7f" for c in url):
+        raise ValueError("must not contain spaces or control characters")
+    parts = urlsplit(url)
+    if parts.scheme not in (*STREAM_SCHEMES, FILE_SCHEME):
+        raise ValueError("must be an rtsp:// or rtsps:// URL")
+    if parts.scheme in STREAM_SCHEMES and not parts.hostname:
+        raise ValueError("must name a host: rtsp://[user:password@]host[:port]/path")
+    if parts.scheme == FILE_SCHEME and not parts.path:
+        raise ValueError("file:// URL without a path")
+    try:
+        parts.port  # noqa: B018  # raises on a non-numeric or out-of-range port
+    except ValueError as err:
+        raise ValueError(f"invalid port: {err}") from None
+    return url
+
+
+StreamUrl = Annotated[str, Field(min_length=8, max_length=2048), AfterValidator(_check_stream_url)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Location(_In):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class ZoneIn(_In):
+    name: str = Field(min_length=1, max_length=100)
+    polygon: list[tuple[float, float]] = Field(min_length=3, max_length=100)
+    kind: Literal["motion", "crowd", "mask"]
+
+
+class MotionSettings(_In):
+    enabled: bool = True
+    sensitivity: int | None = Field(default=None, ge=1, le=100)
+    min_area: float | None = Field(
+        default=None,
+        ge=MIN_AREA_MIN,
+        le=1,
+        description="Smallest moving blob, as a fraction of the frame.",
+    )
+
+
+class CrowdSettings(_In):
+    enabled: bool = False
+    threshold: int = Field(default=5, ge=1, le=1000)
+    dwell_s: float = Field(default=10, ge=0, le=3600)
+
+
+class AnalyticsIn(_In):
+    motion: MotionSettings = MotionSettings()
+    crowd: CrowdSettings = CrowdSettings()
+
+
+class RecordingIn(_In):
+    pre_s: float = Field(default=5, ge=0, le=60)
+    post_s: float = Field(default=5, ge=0, le=300)
+
+
+def _valid_zones(zones: list[ZoneIn]) -> list[ZoneIn]:
+    parse_zones(z.model_dump() for z in zones)  # raises ValueError naming the zone
+    return zones
+
+
+Zones = Annotated[list[ZoneIn], Field(max_length=50), AfterValidator(_valid_zones)]
+GridCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+class CameraCreate(_In):
+    name: str = Field(min_length=1, max_length=200)
+    rtsp_url: StreamUrl = Field(description="Main stream, recorded.")
+    substream_url: StreamUrl | None = Field(
+        default=None, description="Analysed stream; the main stream when absent."
+    )
+    grid_code: GridCode | None = None
+    location: Location | None = None
+    zones: Zones = []
+    analytics: AnalyticsIn = AnalyticsIn()
+    recording: RecordingIn = RecordingIn()
+    enabled: bool = True
+
+
+class CameraPatch(_In):
+    """Fields to change. A URL whose password is `***` keeps the stored password."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    rtsp_url: StreamUrl | None = None
+    substream_url: StreamUrl | None = None
+    grid_code: GridCode | None = None
+    location: Location | None = None
+    zones: Zones | None = None
+    analytics: AnalyticsIn | None = None
+    recording: RecordingIn | None = None
+    enabled: bool | None = None
+
+    @field_validator("name", "rtsp_url", "enabled")
+    @classmethod
+    def _not_null(cls, v: object) -> object:
+        if v is None:
+            raise ValueError("may be changed but not removed")
+        return v
+
+
+class CameraOut(BaseModel):
+    id: str
+    name: str
+    rtsp_url: str | None = Field(description="With the password replaced by ***.")
+    substream_url: str | None
+    grid_code: str | None
+    location: Location | None
+    zones: list[ZoneIn]
+    analytics: AnalyticsIn
+    recording: RecordingIn
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class CameraList(BaseModel):
+    items: list[CameraOut]
+
+
+State = Literal["connecting", "online", "offline", "disabled"]
+
+
+class CameraStatusOut(BaseModel):
+    state: State
+    since: datetime | None = None
+    fps: float | None = None
+    last_frame_at: datetime | None = None
+    reconnects: int = 0
+    frames_dropped: int = 0
+    last_error: str | None = None
+    worker_id: str | None = None
+
+
+class CameraAvailability(BaseModel):
+    camera_id: str
+    name: str
+    online_s: float
+    ratio: float = Field(description="Share of the period online, 0..1.")
+
+
+class AvailabilityReport(BaseModel):
+    since: datetime
+    until: datetime
+    cameras: list[CameraAvailability]
+    total_ratio: float = Field(description="Online time of all cameras over their total time.")
+    cameras_at_or_above_98: int

@@ -1,0 +1,51 @@
+"""Running the service: checks first (one clear line on failure), then uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from api.app import create_app
+from api.services import Services
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_server(settings: Settings, role: str = "all", banner: str | None = None) -> int:
+    services = Services.from_settings(settings)
+    services.start()  # fails here, before binding, with a message that says what to fix
+    app = create_app(settings, services)
+    host, port = settings.server.host, settings.server.port
+    log.info("Xueliang (%s) on http://%s:%d — API docs at /docs", role, host, port)
+    if banner:
+        print(banner, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    return 0
+
+
+def run_demo(settings: Settings) -> int:
+    services = Services.from_settings(settings)
+    services.start()
+    token = _demo_admin_token(services, settings)
+    base = f"http://{settings.server.host}:{settings.server.port}"
+    banner = (
+        "\n=== Xueliang demo ===\n"
+        f"  admin token : {token}\n"
+        f"  API docs    : {base}/docs\n"
+        f"  health      : {base}/healthz\n"
+        f"  try         : curl -H 'Authorization: Bearer {token}' {base}/api/v1/events\n"
+    )
+    services.close()
+    return run_server(settings, banner=banner)
+
+
+def _demo_admin_token(services: Services, settings: Settings) -> str:
+    if settings.auth.bootstrap_token is not None:
+        return settings.auth.bootstrap_token.get_secret_value()
+    from storage.tokens import create_token
+
+    with services.db.session() as session:
+        token, _ = create_token(session, "admin", "demo-admin")
+    return token

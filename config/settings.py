@@ -1,0 +1,257 @@
+"""Typed settings: a YAML file plus ``XUELIANG_*`` environment variables.
+
+Environment variables win over the file and nest with ``__``
+(``XUELIANG_STORAGE__S3__ENDPOINT``). Unknown keys are an error naming the key. Settings are
+loaded once at start-up and never mutated; every knob has a description and bounds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from config.errors import ConfigError
+
+ENV_PREFIX = "XUELIANG_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; SQLite file `xueliang.db` in the data dir when unset. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/db",
+    )
+    pool_size: int = Field(default=10, ge=1, le=200, description="Connections per process.")
+
+
+class LocalStorageSettings(_Section):
+    path: Path | None = Field(
+        default=None, description="Object root of the local store; `objects/` in the data dir."
+    )
+
+
+class S3Settings(_Section):
+    endpoint: str | None = Field(default=None, description="host:port of MinIO or any S3.")
+    access_key: SecretStr | None = Field(default=None, description="S3 access key.")
+    secret_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    bucket: str = Field(default="xueliang", min_length=3, max_length=63)
+    secure: bool = Field(default=False, description="Use TLS.")
+    region: str | None = Field(
+        default=None, description="Bucket region, when the server needs one."
+    )
+
+
+class StorageSettings(_Section):
+    backend: Literal["local", "s3"] = Field(default="local", description="Object store backend.")
+    local: LocalStorageSettings = LocalStorageSettings()
+    s3: S3Settings = S3Settings()
+    presign_s: int = Field(
+        default=300, ge=10, le=86400, description="Lifetime of presigned clip URLs (seconds)."
+    )
+
+
+class AuthSettings(_Section):
+    bootstrap_token: SecretStr | None = Field(
+        default=None, description="An admin token accepted when set (for the first login)."
+    )
+
+
+class SecretsSettings(_Section):
+    camera_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key encrypting camera passwords at rest. When unset, one is generated "
+        "once into `secret.key` in the data dir; set it explicitly when several processes share "
+        "one database.",
+    )
+
+
+class MqttSettings(_Section):
+    url: str | None = Field(
+        default=None, description="mqtt://host:port; events published when set."
+    )
+
+
+class IngestSettings(_Section):
+    open_timeout_s: float = Field(default=5.0, gt=0, le=60, description="RTSP open timeout.")
+    read_timeout_s: float = Field(default=5.0, gt=0, le=60, description="RTSP read timeout.")
+    stall_timeout_s: float = Field(
+        default=20.0, gt=0, le=600, description="No packet for this long: reconnect."
+    )
+    backoff_initial_s: float = Field(default=1.0, gt=0, le=60)
+    backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
+    auth_retry_s: float = Field(
+        default=60.0, gt=0, le=86400, description="Retry interval after an authentication failure."
+    )
+    stable_after_s: float = Field(
+        default=300.0, gt=0, le=86400, description="Uptime after which the backoff resets."
+    )
+    analysis_fps: float = Field(default=5.0, gt=0, le=60, description="Frames analysed per second.")
+    allow_file_sources: bool = Field(
+        default=False,
+        description="Accept file:// camera URLs (looped video files; the demo and tests).",
+    )
+
+
+class RecordingSettings(_Section):
+    pre_s: float = Field(default=5.0, ge=0, le=60, description="Seconds kept before an incident.")
+    post_s: float = Field(default=5.0, ge=0, le=300, description="Seconds kept after an incident.")
+    max_clip_s: float = Field(default=300.0, gt=0, le=3600, description="Longest clip.")
+    retention_days: int = Field(default=30, ge=1, le=3650, description="Clips kept this long.")
+
+
+class ServerSettings(_Section):
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(
+        default=8 << 20, ge=1024, le=1 << 30, description="Largest request body (bytes)."
+    )
+
+
+class Settings(BaseSettings):
+    """All of Xueliang's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default=Path("data"), description="Where the embedded defaults live.")
+    database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+    auth: AuthSettings = AuthSettings()
+    secrets: SecretsSettings = SecretsSettings()
+    mqtt: MqttSettings = MqttSettings()
+    ingest: IngestSettings = IngestSettings()
+    recording: RecordingSettings = RecordingSettings()
+    server: ServerSettings = ServerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings merges the file and the environment itself (so that it can name
+        # unknown variables and be tested with an explicit environment).
+        return (init_settings,)
+
+    # Derived locations -------------------------------------------------------------------
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.data_dir / 'xueliang.db').resolve()}"
+
+    @property
+    def objects_path(self) -> Path:
+        return self.storage.local.path or self.data_dir / "objects"
+
+    @property
+    def spool_path(self) -> Path:
+        return self.data_dir / "spool"
+
+
+def _env_tree(environ: dict[str, str]) -> dict[str, Any]:
+    """``XUELIANG_A__B=v`` variables as a nested mapping; unknown names are a ConfigError."""
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        _check_env_path(name, path)
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _check_env_path(name: str, path: list[str]) -> None:
+    model: type[BaseModel] = Settings
+    for i, part in enumerate(path):
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif field is None or i != len(path) - 1:
+            raise ConfigError(
+                f"unknown environment variable {name}: no such setting "
+                "(see the README's configuration table)"
+            )
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    problems = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown setting '{key}'")
+        else:
+            # Never echo the input value: it may be a secret.
+            problems.append(f"setting '{key}': {e['msg']}")
+    return f"invalid configuration ({origin}): " + "; ".join(problems)
+
+
+def load_settings(
+    config_file: Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Load settings from an optional YAML file and the environment.
+
+    Raises :class:`ConfigError` with one line naming the offending key.
+    """
+    import os
+
+    env = _env_tree(dict(os.environ if environ is None else environ))
+    data: dict[str, Any] = {}
+    origin = "environment"
+    if config_file is not None:
+        origin = f"{config_file} and environment"
+        data = _read_yaml(config_file)
+    data = _merge(data, env)
+    try:
+        return Settings(**data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must be a mapping of settings")
+    return loaded

@@ -1,0 +1,238 @@
+"""Incidents, their review history and the state of their evidence clip."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from config.errors import XueliangError
+from storage.events import append_event
+from storage.models import Incident, IncidentAction, utcnow
+
+#: review action → (states it applies to, resulting state)
+TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "acknowledge": (frozenset({"new"}), "acknowledged"),
+    "resolve": (frozenset({"new", "acknowledged"}), "resolved"),
+    "dismiss": (frozenset({"new", "acknowledged"}), "dismissed"),
+    "reopen": (frozenset({"resolved", "dismissed"}), "acknowledged"),
+}
+
+
+class ReviewConflict(XueliangError):
+    """The review action does not apply to the incident's current status."""
+
+
+class BadCursor(XueliangError, ValueError):
+    """The pagination cursor is not one this service issued."""
+
+
+def new_incident_id() -> str:
+    return "inc_" + uuid.uuid4().hex[:16]
+
+
+def clip_key(camera_id: str, started_at: datetime, incident_id: str, ext: str = "mp4") -> str:
+    """``clips/{camera_id}/{YYYY}/{MM}/{DD}/{incident_id}.mp4`` (UTC date of the start)."""
+    return f"clips/{camera_id}/{started_at:%Y/%m/%d}/{incident_id}.{ext}"
+
+
+def snapshot_key(camera_id: str, started_at: datetime, incident_id: str) -> str:
+    return f"snapshots/{camera_id}/{started_at:%Y/%m/%d}/{incident_id}.jpg"
+
+
+def summary(row: Incident) -> dict[str, Any]:
+    """The event payload describing an incident (ids and state, not the whole record)."""
+    return {
+        "id": row.id,
+        "camera_id": row.camera_id,
+        "grid_code": row.grid_code,
+        "type": row.type,
+        "status": row.status,
+        "started_at": row.started_at.isoformat(),
+        "ended_at": row.ended_at.isoformat() if row.ended_at else None,
+        "peak_persons": row.peak_persons,
+        "clip_state": row.clip_state,
+    }
+
+
+@dataclass(frozen=True)
+class NewIncident:
+    camera_id: str
+    grid_code: str | None
+    type: str
+    started_at: datetime
+    incident_id: str = ""
+
+
+def create_incident(session: Session, new: NewIncident) -> Incident:
+    row = Incident(
+        id=new.incident_id or new_incident_id(),
+        camera_id=new.camera_id,
+        grid_code=new.grid_code,
+        type=new.type,
+        status="new",
+        started_at=new.started_at,
+        clip_state="pending",
+        created_at=utcnow(),
+        updated_at=utcnow(),
+    )
+    session.add(row)
+    session.add(IncidentAction(incident_id=row.id, at=utcnow(), actor="system", action="created"))
+    session.flush()
+    append_event(session, "incident.created", summary(row), row.grid_code)
+    return row
+
+
+def end_incident(
+    session: Session,
+    incident_id: str,
+    ended_at: datetime,
+    peak_motion: float | None = None,
+    peak_persons: int | None = None,
+) -> Incident | None:
+    row = session.get(Incident, incident_id)
+    if row is None:
+        return None
+    row.ended_at = ended_at
+    row.peak_motion = peak_motion
+    row.peak_persons = peak_persons if peak_persons is not None else row.peak_persons
+    row.updated_at = utcnow()
+    append_event(session, "incident.updated", summary(row), row.grid_code)
+    return row
+
+
+@dataclass(frozen=True)
+class ArchivedClip:
+    clip_key: str
+    sha256: str
+    size: int
+    duration_s: float
+    snapshot_key: str | None
+    snapshot_sha256: str | None
+
+
+def mark_archived(session: Session, incident_id: str, clip: ArchivedClip) -> Incident | None:
+    """Record a clip verified in the object store; idempotent (one event however often)."""
+    row = session.get(Incident, incident_id)
+    if row is None:
+        return None
+    if row.clip_state == "archived" and row.clip_sha256 == clip.sha256:
+        return row
+    row.clip_key, row.clip_sha256 = clip.clip_key, clip.sha256
+    row.clip_size, row.clip_duration_s = clip.size, clip.duration_s
+    row.snapshot_key, row.snapshot_sha256 = clip.snapshot_key, clip.snapshot_sha256
+    row.clip_state, row.clip_error = "archived", None
+    row.updated_at = utcnow()
+    data = summary(row) | {
+        "clip": {
+            "key": clip.clip_key,
+            "sha256": clip.sha256,
+            "size": clip.size,
+            "duration_s": clip.duration_s,
+        }
+    }
+    append_event(session, "incident.clip_archived", data, row.grid_code)
+    return row
+
+
+def mark_clip_failed(session: Session, incident_id: str, error: str) -> None:
+    row = session.get(Incident, incident_id)
+    if row is not None and row.clip_state != "archived":
+        row.clip_state, row.clip_error, row.updated_at = "failed", error, utcnow()
+
+
+def review(
+    session: Session, incident_id: str, action: str, actor: str, note: str | None
+) -> Incident | None:
+    row = session.get(Incident, incident_id)
+    if row is None:
+        return None
+    allowed_from, target = TRANSITIONS[action]
+    if row.status not in allowed_from:
+        raise ReviewConflict(
+            f"cannot {action} an incident that is {row.status} "
+            f"(applies to: {', '.join(sorted(allowed_from))})"
+        )
+    row.status, row.updated_at = target, utcnow()
+    session.add(
+        IncidentAction(incident_id=row.id, at=utcnow(), actor=actor, action=action, note=note)
+    )
+    append_event(session, "incident.updated", summary(row), row.grid_code)
+    return row
+
+
+def history(session: Session, incident_id: str) -> list[IncidentAction]:
+    query = (
+        select(IncidentAction)
+        .where(IncidentAction.incident_id == incident_id)
+        .order_by(IncidentAction.id)
+    )
+    return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class IncidentFilter:
+    camera_id: str | None = None
+    grid_codes: tuple[str, ...] | None = None
+    type: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def list_incidents(
+    session: Session, f: IncidentFilter, limit: int, cursor: str | None
+) -> tuple[list[Incident], str | None]:
+    """Newest first, keyset-paginated on (started_at, id) so pages stay fast and stable."""
+    query = select(Incident).order_by(Incident.started_at.desc(), Incident.id.desc())
+    conditions = [
+        c
+        for c in (
+            Incident.camera_id == f.camera_id if f.camera_id else None,
+            Incident.grid_code.in_(f.grid_codes) if f.grid_codes is not None else None,
+            Incident.type == f.type if f.type else None,
+            Incident.status == f.status if f.status else None,
+            Incident.started_at >= f.since if f.since else None,
+            Incident.started_at < f.until if f.until else None,
+        )
+        if c is not None
+    ]
+    if cursor:
+        at, last_id = decode_cursor(cursor)
+        conditions.append(
+            or_(Incident.started_at < at, and_(Incident.started_at == at, Incident.id < last_id))
+        )
+    rows = list(session.scalars(query.where(*conditions).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1]) if more and rows else None
+
+
+def encode_cursor(row: Incident) -> str:
+    raw = f"{row.started_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, last_id = raw.split("|", 1)
+        return datetime.fromisoformat(at), last_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as err:
+        raise BadCursor("invalid cursor: pass the next_cursor of a previous page") from err
+
+
+def pending_clips(session: Session, limit: int = 100) -> list[Incident]:
+    query = (
+        select(Incident)
+        .where(Incident.clip_state == "pending", Incident.ended_at.is_not(None))
+        .order_by(Incident.started_at)
+        .limit(limit)
+    )
+    return list(session.scalars(query))

@@ -1,0 +1,186 @@
+"""SQLAlchemy 2 table models. Rows are not API schemas: the API maps them to its own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# BigInteger autoincrement needs INTEGER on SQLite to alias the rowid.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: UTCDateTime}
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    grid_scope: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    seq: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    grid_code: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]]
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Camera(Base):
+    __tablename__ = "cameras"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # Stream URLs are stored encrypted (they carry the password) and redacted for display.
+    main_url_enc: Mapped[str | None] = mapped_column(Text)
+    main_url_shown: Mapped[str | None] = mapped_column(Text)
+    sub_url_enc: Mapped[str | None] = mapped_column(Text)
+    sub_url_shown: Mapped[str | None] = mapped_column(Text)
+    onvif: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    grid_code: Mapped[str | None] = mapped_column(String(64), index=True)
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    zones: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    analytics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    recording: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CameraStatus(Base):
+    __tablename__ = "camera_status"
+
+    camera_id: Mapped[str] = mapped_column(
+        ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime]
+    fps: Mapped[float | None] = mapped_column(Float)
+    last_frame_at: Mapped[datetime | None]
+    reconnects: Mapped[int] = mapped_column(Integer, default=0)
+    frames_dropped: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CameraStateChange(Base):
+    """One row per state transition: the availability report integrates these."""
+
+    __tablename__ = "camera_state_log"
+    __table_args__ = (Index("ix_camera_state_log_camera_at", "camera_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    camera_id: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_started", "started_at", "id"),
+        Index("ix_incidents_camera_started", "camera_id", "started_at"),
+        Index("ix_incidents_grid_started", "grid_code", "started_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(32))
+    grid_code: Mapped[str | None] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    peak_persons: Mapped[int | None] = mapped_column(Integer)
+    peak_motion: Mapped[float | None] = mapped_column(Float)
+    snapshot_key: Mapped[str | None] = mapped_column(String(300))
+    snapshot_sha256: Mapped[str | None] = mapped_column(String(64))
+    clip_key: Mapped[str | None] = mapped_column(String(300))
+    clip_sha256: Mapped[str | None] = mapped_column(String(64))
+    clip_size: Mapped[int | None] = mapped_column(BigInteger)
+    clip_duration_s: Mapped[float | None] = mapped_column(Float)
+    clip_state: Mapped[str | None] = mapped_column(String(16))
+    clip_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IncidentAction(Base):
+    """The review history of an incident (who acknowledged, resolved… and why)."""
+
+    __tablename__ = "incident_history"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
