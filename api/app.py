@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from api.delivery import DeliveryWorker
 from api.middleware import BodyLimit, HttpMetrics
-from api.routes import admin, cameras, events, ops
+from api.routes import admin, cameras, cases, events, grids, ops, subscriptions
 from api.services import Services
 from config.errors import XueliangError
 from config.settings import Settings
@@ -31,9 +32,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.hub.bind(asyncio.get_running_loop())
         await asyncio.to_thread(services.start)
+        workers = [DeliveryWorker(services)]
+        tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in workers]
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             services.close()
 
     app = FastAPI(
@@ -49,6 +55,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(events.router)
     api.include_router(cameras.router)
+    api.include_router(grids.router)
+    api.include_router(cases.router)
+    api.include_router(subscriptions.router)
     api.include_router(admin.router)
     app.include_router(api)
     app.add_middleware(HttpMetrics, registry=services.registry)

@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     _server_args(demo)
     demo.set_defaults(handler=_demo)
 
+    analyze = sub.add_parser("analyze", help="run the analytics on a video or image file")
+    analyze.add_argument("file", type=Path, help="video or image file")
+    analyze.add_argument("--json", action="store_true", help="one JSON object per analysed frame")
+    analyze.add_argument("--config", type=Path, help="YAML settings file")
+    analyze.set_defaults(handler=_analyze)
+
     token = sub.add_parser("token", help="manage API tokens")
     tsub = token.add_subparsers(required=True, metavar="ACTION")
     create = tsub.add_parser("create", help="print a new API token for a role")
@@ -101,6 +107,12 @@ def _demo(args: argparse.Namespace) -> int:
     from api.server import run_demo
 
     return run_demo(_settings(args))
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from api.analyze import run_analyze
+
+    return run_analyze(args.file, as_json=args.json)
 
 
 def _token_create(args: argparse.Namespace) -> int:

@@ -1,0 +1,5 @@
+"""Cases routes (placeholder until the grids/cases/delivery work lands)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["cases"])

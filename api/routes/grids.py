@@ -1,0 +1,5 @@
+"""Grids routes (placeholder until the grids/cases/delivery work lands)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["grids"])
