@@ -6,33 +6,49 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from api.archiver import Archiver
 from api.delivery import DeliveryWorker
 from api.middleware import BodyLimit, HttpMetrics
-from api.routes import admin, cameras, cases, events, grids, ops, subscriptions
+from api.routes import admin, cameras, cases, events, grids, incidents, ops, subscriptions
+from api.runtime import CameraRuntime, build_spool
 from api.services import Services
 from config.errors import XueliangError
 from config.settings import Settings
 from storage.db import DatabaseError
 from storage.errors import ObjectNotFound, StorageError
+from storage.incidents import BadCursor
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
-    """Build the app; the lifespan migrates, checks storage and starts the workers."""
+class Worker(Protocol):
+    async def run(self) -> None: ...
+
+
+def create_app(
+    settings: Settings, services: Services | None = None, run_cameras: bool = True
+) -> FastAPI:
+    """Build the app; the lifespan migrates, checks storage and starts the workers.
+
+    ``run_cameras=False`` gives an API-only process (``xueliang serve --role api``).
+    """
     services = services or Services.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.hub.bind(asyncio.get_running_loop())
         await asyncio.to_thread(services.start)
-        workers = [DeliveryWorker(services)]
+        archiver = Archiver(services, build_spool(services))
+        workers: list[Worker] = [DeliveryWorker(services), archiver]
+        if run_cameras:
+            workers.append(CameraRuntime(services, archiver))
         tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in workers]
         try:
             yield
@@ -55,6 +71,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(events.router)
     api.include_router(cameras.router)
+    api.include_router(incidents.router)
     api.include_router(grids.router)
     api.include_router(cases.router)
     api.include_router(subscriptions.router)
@@ -75,10 +92,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.warning("dependency unavailable: %s", err)
         return JSONResponse({"detail": str(err)}, status_code=503)
 
+    async def bad_request(_: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=400)
+
     async def domain(_: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
 
     app.add_exception_handler(ObjectNotFound, not_found)
+    app.add_exception_handler(BadCursor, bad_request)
     app.add_exception_handler(StorageError, unavailable)
     app.add_exception_handler(DatabaseError, unavailable)
     app.add_exception_handler(XueliangError, domain)

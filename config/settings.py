@@ -111,6 +111,24 @@ class RecordingSettings(_Section):
     retention_days: int = Field(default=30, ge=1, le=3650, description="Clips kept this long.")
 
 
+class IncidentSettings(_Section):
+    start_frames: int = Field(
+        default=3, ge=1, le=100, description="Consecutive analysed frames with motion to start."
+    )
+    quiet_s: float = Field(default=10.0, gt=0, le=600, description="Quiet seconds that end one.")
+    max_len_s: float = Field(default=300.0, gt=0, le=3600, description="Longest incident.")
+
+
+class ArchiveSettings(_Section):
+    retry_initial_s: float = Field(
+        default=1.0, gt=0, le=60, description="First retry delay after a failed upload."
+    )
+    retry_max_s: float = Field(default=60.0, gt=0, le=3600, description="Longest retry delay.")
+    retention_interval_s: float = Field(
+        default=3600.0, gt=0, le=86400, description="How often retention runs."
+    )
+
+
 class ServerSettings(_Section):
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(default=8000, ge=1, le=65535)
@@ -137,6 +155,8 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     ingest: IngestSettings = IngestSettings()
     recording: RecordingSettings = RecordingSettings()
+    incidents: IncidentSettings = IncidentSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     server: ServerSettings = ServerSettings()
 
     @classmethod

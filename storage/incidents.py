@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -236,3 +237,29 @@ def pending_clips(session: Session, limit: int = 100) -> list[Incident]:
         .limit(limit)
     )
     return list(session.scalars(query))
+
+
+def close_orphans(session: Session, keep: set[str], camera_ids: Sequence[str] | None = None) -> int:
+    """At start-up: incidents a crash left open, or pending with no clip in the spool.
+
+    Their packets were only in the dead process's memory, so no clip can be made: the
+    incident is closed (at its last update) and its clip marked failed with the reason,
+    rather than shown as pending forever. Incidents in ``keep`` (spooled) are left alone.
+    """
+    query = select(Incident).where(
+        or_(Incident.ended_at.is_(None), Incident.clip_state == "pending")
+    )
+    if camera_ids is not None:
+        query = query.where(Incident.camera_id.in_(camera_ids))
+    closed = 0
+    for row in session.scalars(query):
+        if row.id in keep:
+            continue
+        if row.ended_at is None:
+            row.ended_at = row.updated_at
+        row.clip_state = "failed"
+        row.clip_error = "the service stopped while this incident was being recorded"
+        row.updated_at = utcnow()
+        append_event(session, "incident.updated", summary(row), row.grid_code)
+        closed += 1
+    return closed

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -102,6 +103,8 @@ class Camera(Base):
     sub_url_shown: Mapped[str | None] = mapped_column(Text)
     onvif: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     grid_code: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: True when grid_code was assigned from the location (re-assigned when grids change).
+    grid_auto: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     lat: Mapped[float | None] = mapped_column(Float)
     lon: Mapped[float | None] = mapped_column(Float)
     zones: Mapped[list[Any]] = mapped_column(JSON, default=list)

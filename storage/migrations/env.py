@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import storage.grid_models  # noqa: F401  (register tables for migrations)
 from storage.models import Base
 
 connection = context.config.attributes["connection"]

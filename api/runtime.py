@@ -1,0 +1,293 @@
+"""The camera side of a process: keeps the registry's cameras running and analysed.
+
+The registry (database) is the source of truth: the runtime polls it, and is woken when this
+process changes it, then reconciles the ingest engine and one analysis pipeline per camera.
+Camera state is written back to the database (status, transitions for availability,
+``camera.online``/``camera.offline`` events), never kept only in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from analytics.motion import MotionConfig
+from analytics.rules import RuleConfig
+from analytics.zones import parse_zones
+from api.archiver import Archiver
+from api.pipeline import CameraPipeline, PipelineConfig
+from api.services import Services
+from ingest.camera import CameraState
+from ingest.manager import CameraManager
+from ingest.recorder import ClipRecorder, RecorderConfig
+from ingest.ring import PacketRing
+from ingest.types import CameraStreamConfig
+from storage import cameras as repo
+from storage.events import append_event
+from storage.incidents import close_orphans
+from storage.models import Camera
+from storage.spool import ClipSpool
+
+log = logging.getLogger(__name__)
+
+POLL_S = 5.0  # registry changes made by other processes are seen within this delay
+STATUS_FLUSH_S = 2.0
+
+
+@dataclass(frozen=True)
+class CameraPlan:
+    """A camera as this process should run it."""
+
+    stream: CameraStreamConfig
+    pipeline: PipelineConfig
+    version: int
+
+
+@dataclass
+class _Running:
+    version: int
+    ring: PacketRing
+    recorder: ClipRecorder
+    task: asyncio.Task[None]
+
+
+class CameraRuntime:
+    """Runs every enabled camera of the registry in this process."""
+
+    def __init__(self, services: Services, archiver: Archiver) -> None:
+        self.services = services
+        self.archiver = archiver
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.manager = CameraManager(listener=self, sink_factory=self._ring)
+        self._rings: dict[str, PacketRing] = {}
+        self._running: dict[str, _Running] = {}
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state_writes: asyncio.Queue[
+            tuple[str, CameraState, CameraState, str | None, datetime]
+        ]
+        self._state_writes = asyncio.Queue(maxsize=10_000)
+
+    # Hooks for the API -------------------------------------------------------------------
+    def changed(self) -> None:
+        """The registry changed (any thread): reconcile now."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def on_state(
+        self, camera_id: str, old: CameraState, new: CameraState, error: str | None, at: datetime
+    ) -> None:
+        """CameraListener: queue the write; the writer keeps the order of transitions."""
+        try:
+            self._state_writes.put_nowait((camera_id, old, new, error, at))
+        except asyncio.QueueFull:
+            log.error("camera %s: state write queue full; state %s not recorded", camera_id, new)
+
+    # Main loop -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.services.cameras_changed = self.changed
+        self.services.snapshot = self.manager.snapshot_jpeg
+        await asyncio.to_thread(self._close_orphans)
+        helpers = [
+            asyncio.create_task(self._write_states(), name="camera-states"),
+            asyncio.create_task(self._flush_statuses(), name="camera-status"),
+        ]
+        try:
+            while True:
+                self._wake.clear()
+                plans = await asyncio.to_thread(self._load_plans)
+                await self._reconcile(plans)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_S)
+        finally:
+            for task in helpers:
+                task.cancel()
+            await self._shutdown()
+
+    async def _reconcile(self, plans: dict[str, CameraPlan]) -> None:
+        await self.manager.apply({cid: p.stream for cid, p in plans.items()})
+        for cid in [c for c in self._running if c not in plans]:
+            await self._stop_pipeline(cid)
+            self._rings.pop(cid, None)
+        for cid, plan in plans.items():
+            running = self._running.get(cid)
+            if running is not None and running.version == plan.version:
+                continue
+            if running is not None:
+                await self._stop_pipeline(cid)
+            self._start_pipeline(plan)
+
+    def _start_pipeline(self, plan: CameraPlan) -> None:
+        cid = plan.stream.camera_id
+        ring = self._ring(cid)
+        recorder = ClipRecorder(
+            ring,
+            self.archiver.spool.root,
+            camera_id=cid,
+            config=RecorderConfig(max_clip_s=self.services.settings.recording.max_clip_s + 120),
+        )
+        pipeline = CameraPipeline(
+            plan.pipeline, self.services, self.manager.frames(cid), recorder, self.archiver
+        )
+        task = asyncio.create_task(pipeline.run(), name=f"pipeline-{cid}")
+        self._running[cid] = _Running(plan.version, ring, recorder, task)
+
+    async def _stop_pipeline(self, camera_id: str) -> None:
+        running = self._running.pop(camera_id, None)
+        if running is None:
+            return
+        running.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running.task
+        await running.recorder.aclose()
+
+    async def _shutdown(self) -> None:
+        for cid in list(self._running):
+            await self._stop_pipeline(cid)
+        await self.manager.aclose()
+        await self._drain_state_writes()
+
+    def _ring(self, camera_id: str) -> PacketRing:
+        ring = self._rings.get(camera_id)
+        if ring is None:
+            # Long enough for pre-roll + the frames it takes to confirm motion + a GOP.
+            capacity = self.services.settings.recording.pre_s + 20.0
+            ring = self._rings[camera_id] = PacketRing(capacity, camera_id=camera_id)
+        return ring
+
+    # Registry → plans ----------------------------------------------------------------------
+    def _load_plans(self) -> dict[str, CameraPlan]:
+        with self.services.db.session() as session:
+            rows = repo.list_cameras(session, enabled_only=True)
+        plans = {}
+        for row in rows:
+            try:
+                plans[row.id] = self._plan(row)
+            except Exception as err:  # a bad row must not stop the other cameras
+                log.error("camera %s: cannot run it: %s", row.id, err)
+        return plans
+
+    def _plan(self, row: Camera) -> CameraPlan:
+        s = self.services.settings
+        if row.main_url_enc is None:
+            raise ValueError("no stream URL")
+        stream = CameraStreamConfig(
+            camera_id=row.id,
+            main_url=self.services.secrets.decrypt(row.main_url_enc),
+            sub_url=self.services.secrets.decrypt(row.sub_url_enc) if row.sub_url_enc else None,
+            analysis_fps=s.ingest.analysis_fps,
+            open_timeout_s=s.ingest.open_timeout_s,
+            read_timeout_s=s.ingest.read_timeout_s,
+            stall_timeout_s=s.ingest.stall_timeout_s,
+            backoff_initial_s=s.ingest.backoff_initial_s,
+            backoff_max_s=s.ingest.backoff_max_s,
+            stable_after_s=s.ingest.stable_after_s,
+            permanent_retry_s=s.ingest.auth_retry_s,
+        )
+        motion = row.analytics.get("motion", {})
+        motion_cfg = MotionConfig(
+            **{k: motion[k] for k in ("sensitivity", "min_area") if motion.get(k) is not None}
+        )
+        pipeline = PipelineConfig(
+            camera_id=row.id,
+            grid_code=row.grid_code,
+            motion_enabled=bool(motion.get("enabled", True)),
+            motion=motion_cfg,
+            zones=parse_zones(row.zones),
+            rules=RuleConfig(
+                start_frames=s.incidents.start_frames,
+                quiet_s=s.incidents.quiet_s,
+                max_len_s=s.incidents.max_len_s,
+            ),
+            pre_s=float(row.recording.get("pre_s", s.recording.pre_s)),
+            post_s=float(row.recording.get("post_s", s.recording.post_s)),
+        )
+        return CameraPlan(stream=stream, pipeline=pipeline, version=row.version)
+
+    # State to the database -----------------------------------------------------------------
+    async def _write_states(self) -> None:
+        while True:
+            item = await self._state_writes.get()
+            try:
+                await asyncio.to_thread(self._write_state, *item)
+            except Exception:
+                log.exception("camera %s: state not recorded", item[0])
+
+    async def _drain_state_writes(self) -> None:
+        while not self._state_writes.empty():
+            item = self._state_writes.get_nowait()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._write_state, *item)
+
+    def _write_state(
+        self, camera_id: str, old: CameraState, new: CameraState, error: str | None, at: datetime
+    ) -> None:
+        with self.services.tx() as session:
+            if repo.get_camera(session, camera_id) is None:
+                return  # deleted meanwhile
+            status = self._status_update(camera_id, new, error)
+            repo.record_status(session, camera_id, status, at)
+            data = {"camera_id": camera_id, "state": new.value, "at": at.isoformat()}
+            if new == CameraState.ONLINE and old != CameraState.ONLINE:
+                append_event(session, "camera.online", data)
+            elif new == CameraState.OFFLINE and old != CameraState.OFFLINE:
+                append_event(session, "camera.offline", data | {"error": error})
+
+    def _status_update(
+        self, camera_id: str, state: CameraState, error: str | None
+    ) -> repo.StatusUpdate:
+        try:
+            st = self.manager.status(camera_id)
+        except KeyError:
+            return repo.StatusUpdate(state=state.value, last_error=error, worker_id=self.worker_id)
+        return repo.StatusUpdate(
+            state=state.value,
+            fps=st.fps,
+            last_frame_at=st.last_frame_at,
+            reconnects=st.reconnects,
+            frames_dropped=st.frames_dropped,
+            last_error=error if error is not None else st.last_error,
+            worker_id=self.worker_id,
+        )
+
+    async def _flush_statuses(self) -> None:
+        """Measurements (fps, last frame, drops) go to the database every few seconds."""
+        while True:
+            await asyncio.sleep(STATUS_FLUSH_S)
+            statuses = self.manager.statuses()
+            try:
+                await asyncio.to_thread(self._flush, statuses)
+            except Exception:
+                log.exception("camera statuses not recorded")
+
+    def _flush(self, statuses: Mapping[str, object]) -> None:
+        for camera_id in statuses:
+            with contextlib.suppress(Exception), self.services.db.session() as session:
+                if repo.get_camera(session, camera_id) is None:
+                    continue
+                row = repo.get_status(session, camera_id)
+                st = self.manager.status(camera_id)
+                if row is not None and row.state != st.state.value:
+                    continue  # the state writer records transitions (with their events)
+                repo.record_status(
+                    session, camera_id, self._status_update(camera_id, st.state, st.last_error)
+                )
+
+    def _close_orphans(self) -> None:
+        """Incidents left open or without a clip by a crash: say so instead of waiting forever."""
+        spooled = {e.incident_id for e in self.archiver.spool.entries()}
+        with self.services.tx() as session:
+            closed = close_orphans(session, keep=spooled)
+        if closed:
+            log.warning("closed %d incident(s) interrupted by a restart", closed)
+
+
+def build_spool(services: Services) -> ClipSpool:
+    return ClipSpool(services.settings.spool_path)
