@@ -10,8 +10,8 @@ import hashlib
 import json
 import subprocess
 import time
-from datetime import datetime, timedelta
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
