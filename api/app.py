@@ -47,8 +47,10 @@ def create_app(
         await asyncio.to_thread(services.start)
         archiver = Archiver(services, build_spool(services))
         workers: list[Worker] = [DeliveryWorker(services), archiver]
+        app.state.runtime = None
         if run_cameras:
-            workers.append(CameraRuntime(services, archiver))
+            app.state.runtime = CameraRuntime(services, archiver)
+            workers.append(app.state.runtime)
         tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in workers]
         try:
             yield

@@ -1,15 +1,465 @@
-"""Event delivery to the grid platform: webhooks and MQTT (placeholder)."""
+"""Event delivery to the grid platform: signed webhooks and MQTT, at least once, in order.
+
+The events table is the outbox. Each consumer — a webhook subscription, or MQTT when
+``mqtt.url`` is set — has a durable cursor (``storage.delivery``), so a restart or a crash
+loses nothing and resumes at the oldest undelivered event. A consumer is *blocked* on that
+event (head-of-line) until it is delivered: retries back off exponentially, capped, with
+jitter. Several processes may run this worker: a consumer is leased to one of them at a time.
+
+The worker wakes when this process appends events (``services.hub``), when a retry is due,
+and polls every ``poll_s`` for events appended by other processes.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import random
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote, urljoin, urlsplit
+
+import aiomqtt
+import httpx
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy.orm import Session
+
 from api.services import Services
+from config.settings import Settings
+from ingest.backoff import BackoffPolicy
+from storage import delivery as repo
+from storage.events import EventRecord, list_events
+from storage.grids import subtree_codes
+from storage.models import utcnow
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MQTT_TOPIC = "xueliang/events/{type}"
+MAX_REDIRECTS = 3
+PRUNE_EVERY_S = 3600.0
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """Knobs of the delivery worker (``delivery.*`` settings when they exist)."""
+
+    timeout_s: float = 10.0  # one webhook request or one MQTT publish, in all
+    connect_timeout_s: float = 5.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 300.0  # the longest wait between two attempts at one event
+    jitter: float = 0.25
+    poll_s: float = 1.0  # how soon events of other processes are seen
+    lease_s: float = 30.0  # > timeout_s: a lease always outlives the attempt it covers
+    batch: int = 100
+    max_parallel: int = 16  # consumers drained at once by this process
+    log_retention_days: float = 30.0
+    mqtt_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.lease_s <= self.timeout_s + self.connect_timeout_s:
+            raise ValueError("delivery lease_s must exceed timeout_s + connect_timeout_s")
+        if self.batch < 1 or self.max_parallel < 1 or self.poll_s <= 0:
+            raise ValueError("delivery batch, max_parallel and poll_s must be positive")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryConfig:
+        """Defaults, overridden by a ``delivery`` settings section where it has the field."""
+        section = getattr(settings, "delivery", None)
+        values: dict[str, Any] = {
+            f.name: getattr(section, f.name)
+            for f in fields(cls)
+            if section is not None and hasattr(section, f.name)
+        }
+        values["mqtt_url"] = settings.mqtt.url
+        return cls(**values)
+
+    def policy(self) -> BackoffPolicy:
+        return BackoffPolicy(
+            initial_s=self.backoff_initial_s, max_s=self.backoff_max_s, jitter=self.jitter
+        )
+
+
+def default_worker_id(settings: Settings) -> str:
+    """Stable across restarts of one process (host and listening address), distinct between
+    processes: a restarted process takes its own leases back at once instead of waiting
+    for them to expire."""
+    return f"{socket.gethostname()}:{settings.server.host}:{settings.server.port}"
+
+
+def encode(event: EventRecord) -> bytes:
+    """The exact bytes delivered (and signed) for one event."""
+    return json.dumps(event.as_json(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The ``X-Xueliang-Signature`` header value: ``sha256=<hex HMAC-SHA256 of body>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+# Sinks ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The outcome of one send: ``ok``, else an HTTP status and/or an error."""
+
+    ok: bool
+    status_code: int | None = None
+    error: str | None = None
+
+
+class Sink(Protocol):
+    async def send(self, event: EventRecord, body: bytes) -> Sent: ...
+
+
+@dataclass(frozen=True)
+class WebhookSink:
+    """POSTs one event to a subscription's URL, signed with its secret."""
+
+    client: httpx.AsyncClient
+    subscription_id: str
+    url: str
+    secret: str = field(repr=False)
+
+    async def send(self, event: EventRecord, body: bytes) -> Sent:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "xueliang-webhook/1",
+            "X-Xueliang-Signature": signature(self.secret, body),
+            "X-Xueliang-Seq": str(event.seq),
+            "X-Xueliang-Event": event.type,
+            "X-Xueliang-Subscription": self.subscription_id,
+        }
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                async with self.client.stream("POST", url, content=body, headers=headers) as r:
+                    status, location = r.status_code, r.headers.get("location")
+            except httpx.TimeoutException:
+                return Sent(False, error="timed out")
+            except httpx.HTTPError as err:
+                return Sent(False, error=f"{type(err).__name__}: {err}"[:500])
+            if 200 <= status < 300:
+                return Sent(True, status)
+            if status not in (307, 308) or not location:
+                return Sent(False, status, _status_error(status, location))
+            target = urljoin(url, location)
+            if not _same_origin(url, target):
+                return Sent(False, status, "redirect to another host refused")
+            url = target
+        return Sent(False, status, f"more than {MAX_REDIRECTS} redirects")
+
+
+def _status_error(status: int, location: str | None) -> str:
+    if 300 <= status < 400:
+        return "redirect not followed (only 307/308 to the same host are)"
+    return f"HTTP {status}"
+
+
+def _same_origin(a: str, b: str) -> bool:
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+
+
+class MqttSink:
+    """Publishes events with QoS 1 on one broker connection, reconnecting after errors."""
+
+    def __init__(self, url: str, client_id: str, timeout_s: float) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("mqtt.url must be mqtt://host[:port] or mqtts://host[:port]")
+        self._host = parts.hostname
+        self._port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        self._tls = ssl.create_default_context() if parts.scheme == "mqtts" else None
+        self._username = unquote(parts.username) if parts.username else None
+        self._password = unquote(parts.password) if parts.password else None
+        self._client_id = client_id
+        self._timeout_s = timeout_s
+        self._client: aiomqtt.Client | None = None
+
+    def describe(self) -> str:
+        return f"{self._host}:{self._port}"
+
+    async def send(self, event: EventRecord, body: bytes) -> Sent:
+        topic = MQTT_TOPIC.format(type=event.type)
+        try:
+            client = await self._connected()
+            await client.publish(topic, body, qos=1, timeout=self._timeout_s)
+        except (aiomqtt.MqttError, OSError) as err:
+            await self.close()
+            return Sent(False, error=f"MQTT {self.describe()}: {err}"[:500])
+        return Sent(True)
+
+    async def _connected(self) -> aiomqtt.Client:
+        if self._client is None:
+            client = aiomqtt.Client(
+                self._host,
+                self._port,
+                username=self._username,
+                password=self._password,
+                identifier=self._client_id,
+                timeout=self._timeout_s,
+                tls_context=self._tls,
+            )
+            await client.__aenter__()
+            self._client = client
+            log.info("connected to MQTT broker %s", self.describe())
+        return self._client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError, OSError):
+                await client.__aexit__(None, None, None)
+
+
+# The worker ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one consumer gets next: its cursor state, filter, sink and pending events."""
+
+    failures: int
+    events: list[EventRecord]
+    sink: Sink
+    types: frozenset[str] | None = None
+    grids: frozenset[str] | None = None
+
+    def wants(self, event: EventRecord) -> bool:
+        if self.types is not None and event.type not in self.types:
+            return False
+        return self.grids is None or event.grid_code in self.grids
+
+
+class LeaseLost(Exception):
+    """Another worker took this consumer over (this one stalled past its lease)."""
+
+
+_metrics: dict[int, Counter] = {}
+
+
+def _attempts_counter(registry: CollectorRegistry) -> Counter:
+    key = id(registry)
+    if key not in _metrics:
+        _metrics[key] = Counter(
+            "xueliang_delivery_attempts",
+            "Event delivery attempts by sink and outcome.",
+            ["sink", "outcome"],
+            registry=registry,
+        )
+    return _metrics[key]
 
 
 class DeliveryWorker:
-    """Delivers appended events to subscriptions; started by the app's lifespan."""
+    """Delivers appended events to subscriptions and MQTT; started by the app's lifespan."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(
+        self,
+        services: Services,
+        config: DeliveryConfig | None = None,
+        *,
+        worker_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.services = services
+        self.config = config or DeliveryConfig.from_settings(services.settings)
+        self.worker_id = worker_id or default_worker_id(services.settings)
+        self._policy = self.config.policy()
+        self._rng = rng or random.Random()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._kick = asyncio.Event()
+        self._client: httpx.AsyncClient | None = None
+        self._mqtt: MqttSink | None = None
+        self._next_prune = 0.0
+        self._attempts = _attempts_counter(services.registry)
 
     async def run(self) -> None:
-        return None
+        """Deliver until cancelled."""
+        # Synchronous on purpose: this runs in the task's first step, before the server
+        # accepts requests, so the MQTT cursor exists before the first event it must carry.
+        self._prepare()
+        timeout = httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+            self._client = client
+            try:
+                while True:
+                    next_retry = await self._round()
+                    await self._sleep(next_retry)
+            finally:
+                await self._stop()
+
+    def _prepare(self) -> None:
+        url = self.config.mqtt_url
+        if url is None:
+            return
+        self._mqtt = MqttSink(url, f"xueliang-{self.worker_id}"[:64], self.config.timeout_s)
+        with self.services.db.session() as session:
+            repo.ensure_cursor(session, repo.MQTT_CONSUMER)
+        log.info("publishing events to MQTT broker %s", self._mqtt.describe())
+
+    async def _round(self) -> datetime | None:
+        """Start draining every due consumer; returns the next retry time, if any."""
+        try:
+            due, next_retry = await asyncio.to_thread(self._due)
+            await self._maybe_prune()
+        except Exception:  # the database may be down: keep the loop alive and retry
+            log.exception("delivery round failed; retrying in %.1fs", self.config.poll_s)
+            return None
+        for consumer in due:
+            if consumer in self._running or len(self._running) >= self.config.max_parallel:
+                continue
+            task = asyncio.create_task(self._drain(consumer), name=f"deliver:{consumer}")
+            self._running[consumer] = task
+            task.add_done_callback(functools.partial(self._finished, consumer))
+        return next_retry
+
+    def _due(self) -> tuple[list[str], datetime | None]:
+        now = utcnow()
+        with self.services.db.session() as session:
+            due = repo.due_consumers(
+                session, now, self.worker_id, include_mqtt=self._mqtt is not None
+            )
+            return due, repo.next_retry_at(session, now)
+
+    async def _maybe_prune(self) -> None:
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        cutoff = utcnow() - timedelta(days=self.config.log_retention_days)
+        pruned = await self._db(lambda s: repo.prune_log(s, cutoff))
+        if pruned:
+            log.info("pruned %d delivery-log rows older than %s", pruned, cutoff)
+
+    def _finished(self, consumer: str, task: asyncio.Task[None]) -> None:
+        self._running.pop(consumer, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery to %s failed", consumer, exc_info=task.exception())
+        self._kick.set()
+
+    async def _sleep(self, next_retry: datetime | None) -> None:
+        timeout = self.config.poll_s
+        if next_retry is not None:
+            timeout = min(timeout, max((next_retry - utcnow()).total_seconds(), 0.01))
+        kicked = asyncio.create_task(self._kick.wait())
+        rung = asyncio.create_task(self.services.hub.wait(timeout))
+        try:
+            await asyncio.wait({kicked, rung}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            kicked.cancel()
+            rung.cancel()
+            self._kick.clear()
+
+    async def _stop(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._mqtt is not None:
+            await self._mqtt.close()
+
+    async def _db(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` in a transaction on a thread (the database API is blocking)."""
+
+        def call() -> T:
+            with self.services.db.session() as session:
+                return fn(session)
+
+        return await asyncio.to_thread(call)
+
+    # One consumer ---------------------------------------------------------------------------
+
+    async def _drain(self, consumer: str) -> None:
+        """Deliver a consumer's pending events in order until done, failed or lease lost."""
+        owner, lease_s = self.worker_id, self.config.lease_s
+        if not await self._db(lambda s: repo.claim(s, consumer, owner, utcnow(), lease_s)):
+            return
+        try:
+            while await self._drain_batch(consumer):
+                pass
+        except LeaseLost:
+            log.warning("lost the delivery lease of %s to another worker", consumer)
+        finally:
+            with contextlib.suppress(Exception):
+                await self._db(lambda s: repo.release(s, consumer, owner))
+
+    async def _drain_batch(self, consumer: str) -> bool:
+        """One batch; True when there may be more to deliver right away."""
+        plan = await self._db(lambda s: self._plan(s, consumer))
+        if plan is None or not plan.events:
+            return False
+        failures = plan.failures
+        for event in plan.events:
+            if not plan.wants(event):
+                continue
+            if not await self._attempt(consumer, plan.sink, event, failures + 1):
+                return False
+            failures = 0
+        last = plan.events[-1].seq
+        if not plan.wants(plan.events[-1]):  # trailing events nobody here wants
+            await self._fenced(lambda s: repo.skip_to(s, consumer, self.worker_id, last))
+        return len(plan.events) == self.config.batch
+
+    def _plan(self, session: Session, consumer: str) -> Plan | None:
+        cursor = repo.get_cursor(session, consumer)
+        if cursor is None or (cursor.next_attempt_at and cursor.next_attempt_at > utcnow()):
+            return None  # deleted, or backing off
+        events = list_events(session, after=cursor.last_delivered_seq, limit=self.config.batch)
+        if consumer == repo.MQTT_CONSUMER:
+            if self._mqtt is None:
+                return None
+            return Plan(cursor.failures, events, self._mqtt)
+        sub = repo.get_subscription(session, consumer)
+        if sub is None or self._client is None:
+            return None
+        grids = None
+        if sub.grid_codes is not None:
+            grids = frozenset(c for g in sub.grid_codes for c in subtree_codes(session, g))
+        secret = self.services.secrets.decrypt(sub.secret_enc)
+        sink = WebhookSink(self._client, sub.id, sub.url, secret)
+        types = frozenset(sub.types) if sub.types is not None else None
+        return Plan(cursor.failures, events, sink, types, grids)
+
+    async def _attempt(self, consumer: str, sink: Sink, event: EventRecord, attempt: int) -> bool:
+        """Send one event once and record the outcome; True when it was delivered."""
+        lease_s = self.config.lease_s
+        await self._fenced(lambda s: repo.renew(s, consumer, self.worker_id, utcnow(), lease_s))
+        at, started = utcnow(), time.perf_counter()
+        sent = await sink.send(event, encode(event))
+        duration_ms = (time.perf_counter() - started) * 1000
+        record = repo.Attempt(event.seq, attempt, at, duration_ms, sent.status_code, sent.error)
+        kind = "mqtt" if consumer == repo.MQTT_CONSUMER else "webhook"
+        self._attempts.labels(kind, "ok" if sent.ok else "failed").inc()
+        if sent.ok:
+            await self._fenced(lambda s: repo.record_success(s, consumer, self.worker_id, record))
+            return True
+        delay = self._policy.base_delay(attempt) * (1 - self._policy.jitter * self._rng.random())
+        retry_at = utcnow() + timedelta(seconds=delay)
+        await self._fenced(
+            lambda s: repo.record_failure(s, consumer, self.worker_id, record, retry_at)
+        )
+        log.warning(
+            "delivery of event %d to %s failed (attempt %d): %s; retrying in %.1fs",
+            event.seq,
+            consumer,
+            attempt,
+            sent.error or f"HTTP {sent.status_code}",
+            delay,
+        )
+        return False
+
+    async def _fenced(self, fn: Callable[[Session], bool]) -> None:
+        """A cursor write that only applies while this worker holds the lease."""
+        if not await self._db(fn):
+            raise LeaseLost

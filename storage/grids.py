@@ -34,6 +34,7 @@ from sqlalchemy.sql import Select
 
 from config.errors import XueliangError
 from storage.grid_models import Grid
+from storage.incidents import BadCursor
 from storage.models import Camera, utcnow
 
 LEVELS = ("city", "county", "town", "community", "grid")
@@ -50,7 +51,7 @@ class BoundaryError(ValueError):
     """A boundary is not a valid GeoJSON (Multi)Polygon; the message says where and why."""
 
 
-class BadGridCursor(XueliangError, ValueError):
+class BadGridCursor(BadCursor):
     """The pagination cursor is not one this service issued."""
 
 
@@ -92,10 +93,10 @@ def check_boundary(geometry: Any) -> Any:
         for r, ring in enumerate(rings):
             _check_ring(ring, f"{where}ring {r}")
     geom = shape(geometry)
-    if float(geom.area) == 0.0:
-        raise BoundaryError("zero area: the ring's positions are collinear or repeated")
     if not bool(geom.is_valid):
         raise BoundaryError(_validity_message(str(shapely.is_valid_reason(geom)), kind))
+    if float(geom.area) == 0.0:
+        raise BoundaryError("zero area: the ring's positions are collinear or repeated")
     return geom
 
 
@@ -192,7 +193,8 @@ def _encode_cursor(code: str) -> str:
 
 def _decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (ValueError, binascii.Error, UnicodeDecodeError) as err:
         raise BadGridCursor("invalid cursor: pass the next_cursor of a previous page") from err
 
@@ -251,7 +253,7 @@ def _check_children(session: Session, levels: dict[str, str]) -> None:
     query = select(Grid.code, Grid.level, Grid.parent_code).where(
         Grid.parent_code.in_(list(levels)), Grid.code.not_in(list(levels))
     )
-    _raise_problems(_children_problems(levels, session.execute(query).tuples()))
+    _raise_problems(_children_problems(levels, session.execute(query)))
 
 
 def _children_problems(
@@ -287,7 +289,7 @@ def import_grids(
         code: (level, parent)
         for code, level, parent in session.execute(
             select(Grid.code, Grid.level, Grid.parent_code)
-        ).tuples()
+        )
     }
     _check_hierarchy(specs, {c: lv for c, (lv, _) in known.items()}, problems)
     if within is not None:
@@ -501,7 +503,7 @@ def grid_index(session: Session) -> GridIndex:
             return cached[1]
         rows = session.execute(
             select(Grid.code, Grid.level, Grid.boundary).where(Grid.boundary.is_not(None))
-        ).tuples()
+        )
         index = GridIndex((c, lv, b) for c, lv, b in rows if b is not None)
         _cache[key] = (stamp, index)
         return index

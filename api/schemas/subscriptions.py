@@ -1,0 +1,91 @@
+"""Request and response bodies of the subscription routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+
+from api.schemas.cameras import GridCode
+
+EventType = Literal[
+    "incident.created",
+    "incident.updated",
+    "incident.clip_archived",
+    "incident.linked",
+    "camera.online",
+    "camera.offline",
+]
+
+
+def _check_webhook_url(url: str) -> str:
+    if any(ord(c) < 0x21 or c == "\x7f" for c in url):
+        raise ValueError("must not contain spaces or control characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials: the signature authenticates us")
+    try:
+        parts.port  # noqa: B018  # raises on a non-numeric or out-of-range port
+    except ValueError as err:
+        raise ValueError(f"invalid port: {err}") from None
+    return url
+
+
+WebhookUrl = Annotated[
+    str, Field(min_length=8, max_length=2048), AfterValidator(_check_webhook_url)
+]
+
+
+class SubscriptionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: WebhookUrl = Field(description="Receives one POST per event.")
+    secret: SecretStr = Field(
+        min_length=8,
+        max_length=256,
+        description="Key of the HMAC-SHA256 in X-Xueliang-Signature; never returned.",
+    )
+    types: list[EventType] | None = Field(
+        default=None, min_length=1, description="Only these event types (default: all)."
+    )
+    grid_codes: list[GridCode] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Only events of these grids and the grids below them (default: all; "
+        "a grid-scoped token's own grid).",
+    )
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    url: str
+    types: list[EventType] | None
+    grid_codes: list[str] | None
+    created_at: datetime
+    last_delivered_seq: int = Field(description="Every event up to this seq was delivered.")
+    failures: int = Field(description="Consecutive failed attempts at the next event.")
+    next_attempt_at: datetime | None = Field(description="When the next retry is due.")
+    last_error: str | None
+
+
+class SubscriptionList(BaseModel):
+    items: list[SubscriptionOut]
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    seq: int
+    attempt: int = Field(description="1 for the first attempt at this event, 2 for the retry…")
+    status_code: int | None = Field(description="The receiver's HTTP status, if it answered.")
+    error: str | None = Field(description="Why the attempt failed, when it did.")
+    at: datetime
+    duration_ms: float
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryOut]
+    next_before: int | None = Field(description="Pass as `before` for older attempts.")
