@@ -26,8 +26,15 @@ def run_server(settings: Settings, role: str = "all", banner: str | None = None)
 
 
 def run_demo(settings: Settings) -> int:
+    from api.demo import demo_video, ensure_demo_camera
+
+    ingest = settings.ingest.model_copy(update={"allow_file_sources": True})
+    incidents = settings.incidents.model_copy(update={"quiet_s": 3.0})
+    settings = settings.model_copy(update={"ingest": ingest, "incidents": incidents})
     services = Services.from_settings(settings)
     services.start()
+    print("preparing the demo camera…", flush=True)
+    camera_id = ensure_demo_camera(services, demo_video(settings.data_dir))
     token = _demo_admin_token(services, settings)
     base = f"http://{settings.server.host}:{settings.server.port}"
     banner = (
@@ -35,7 +42,9 @@ def run_demo(settings: Settings) -> int:
         f"  admin token : {token}\n"
         f"  API docs    : {base}/docs\n"
         f"  health      : {base}/healthz\n"
-        f"  try         : curl -H 'Authorization: Bearer {token}' {base}/api/v1/events\n"
+        f"  demo camera : {camera_id} (a figure crosses every 20 s: incidents within a minute)\n"
+        f"  incidents   : curl -H 'Authorization: Bearer {token}' {base}/api/v1/incidents\n"
+        f"  events      : curl -H 'Authorization: Bearer {token}' {base}/api/v1/events\n"
     )
     services.close()
     return run_server(settings, banner=banner)

@@ -107,6 +107,16 @@ def test_demo_serves_health_docs_and_prints_a_working_admin_token(tmp_path: Path
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{base}/api/v1/tokens", headers=auth).status_code == 200
         assert httpx.get(f"{base}/api/v1/tokens").status_code == 401
+
+        # A newcomer sees an incident with its clip within a minute.
+        def archived() -> bool:
+            items = httpx.get(f"{base}/api/v1/incidents", headers=auth).json()["items"]
+            return any(i["clip"] and i["clip"]["state"] == "archived" for i in items)
+
+        deadline = time.monotonic() + 60
+        while not archived():
+            assert time.monotonic() < deadline, "no archived demo incident within a minute"
+            time.sleep(1)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
