@@ -13,7 +13,9 @@ from fastapi.responses import JSONResponse
 
 from api.archiver import Archiver
 from api.delivery import DeliveryWorker
+from api.metrics import SpoolCollector
 from api.middleware import BodyLimit, HttpMetrics
+from api.retention import RetentionWorker
 from api.routes import admin, cameras, cases, events, grids, incidents, ops, subscriptions
 from api.runtime import CameraRuntime, build_spool
 from api.services import Services
@@ -46,7 +48,8 @@ def create_app(
         services.hub.bind(asyncio.get_running_loop())
         await asyncio.to_thread(services.start)
         archiver = Archiver(services, build_spool(services))
-        workers: list[Worker] = [DeliveryWorker(services), archiver]
+        services.registry.register(SpoolCollector(archiver.spool.depth))
+        workers: list[Worker] = [DeliveryWorker(services), archiver, RetentionWorker(services)]
         app.state.runtime = None
         if run_cameras:
             app.state.runtime = CameraRuntime(services, archiver)

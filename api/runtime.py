@@ -21,6 +21,7 @@ from analytics.motion import MotionConfig
 from analytics.rules import RuleConfig
 from analytics.zones import parse_zones
 from api.archiver import Archiver
+from api.metrics import CameraCollector
 from api.pipeline import CameraPipeline, PipelineConfig
 from api.services import Services
 from ingest.camera import CameraState
@@ -94,6 +95,8 @@ class CameraRuntime:
         self._loop = asyncio.get_running_loop()
         self.services.cameras_changed = self.changed
         self.services.snapshot = self.manager.snapshot_jpeg
+        collector = CameraCollector(self.manager.statuses)
+        self.services.registry.register(collector)
         await asyncio.to_thread(self._close_orphans)
         helpers = [
             asyncio.create_task(self._write_states(), name="camera-states"),
@@ -107,6 +110,7 @@ class CameraRuntime:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_S)
         finally:
+            self.services.registry.unregister(collector)
             for task in helpers:
                 task.cancel()
             await self._shutdown()

@@ -263,3 +263,23 @@ def close_orphans(session: Session, keep: set[str], camera_ids: Sequence[str] | 
         append_event(session, "incident.updated", summary(row), row.grid_code)
         closed += 1
     return closed
+
+
+def expired_clips(session: Session, before: datetime, limit: int = 500) -> list[Incident]:
+    """Archived clips of incidents that started before ``before``, oldest first."""
+    query = (
+        select(Incident)
+        .where(Incident.clip_state == "archived", Incident.started_at < before)
+        .order_by(Incident.started_at)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def mark_expired(session: Session, incident_id: str) -> None:
+    """The clip and snapshot were removed by retention; the incident record stays."""
+    row = session.get(Incident, incident_id)
+    if row is None or row.clip_state != "archived":
+        return
+    row.clip_state, row.updated_at = "expired", utcnow()
+    append_event(session, "incident.updated", summary(row), row.grid_code)

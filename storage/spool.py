@@ -77,6 +77,10 @@ class ClipSpool:
                 )
         return found
 
+    def depth(self) -> int:
+        """How many entries wait (cheap: counts manifests)."""
+        return sum(1 for _ in self.root.glob("*" + MANIFEST_SUFFIX))
+
     def remove(self, entry: SpoolEntry) -> None:
         """Forget an entry once archived: manifest first, so a crash never leaves a manifest
         pointing at deleted files."""

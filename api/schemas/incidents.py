@@ -20,7 +20,9 @@ class ClipRef(BaseModel):
     sha256: str | None
     size: int | None
     duration_s: float | None
-    state: Literal["pending", "archived", "failed"]
+    state: Literal["pending", "archived", "failed", "expired"] = Field(
+        description="expired: removed by retention (older than the retention period)."
+    )
     error: str | None = None
 
 

@@ -79,6 +79,10 @@ def test_cameras_stay_connected_and_report_truthfully(
         wait_for(lambda: status(b)["fps"] and abs(status(b)["fps"] - 10) < 1.0, 20, "fps b")
         bad = wait_for(lambda: (s := status(locked))["state"] == "offline" and s, 20, "auth")
         assert "authentication failed" in bad["last_error"]
+        metrics = http.get("/metrics").text
+        assert f'xueliang_camera_up{{camera="{a}"}} 1.0' in metrics
+        assert f'xueliang_camera_up{{camera="{locked}"}} 0.0' in metrics
+        assert f'xueliang_camera_fps{{camera="{a}"}}' in metrics
         snap = http.get(f"/api/v1/cameras/{a}/snapshot.jpg")
         assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
 

@@ -1,0 +1,114 @@
+"""The incidents API: filters and cursor, review with history, audited evidence access."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from storage.incidents import ArchivedClip, NewIncident, create_incident, mark_archived
+from storage.models import utcnow
+from tests.api.conftest import Api
+
+
+def _make(api: Api, n: int, camera: str = "cam_a", type_: str = "motion") -> list[str]:
+    ids = []
+    base = utcnow() - timedelta(hours=1)
+    with api.services.tx() as session:
+        for i in range(n):
+            started = base + timedelta(seconds=i)
+            ids.append(create_incident(session, NewIncident(camera, "G1", type_, started)).id)
+    return ids
+
+
+def test_list_is_newest_first_with_filters_and_a_stable_cursor(api: Api) -> None:
+    a = _make(api, 7, "cam_a")
+    b = _make(api, 3, "cam_b", "crowd")
+    h = api.as_role("operator")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = api.client.get(
+            "/api/v1/incidents",
+            params={"camera_id": "cam_a", "limit": 3, "cursor": cursor},
+            headers=h,
+        ).json()
+        seen += [i["id"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(a))
+    crowd = api.client.get("/api/v1/incidents", params={"type": "crowd"}, headers=h).json()
+    assert [i["id"] for i in crowd["items"]] == list(reversed(b))
+    assert (
+        api.client.get("/api/v1/incidents", params={"cursor": "garbage!"}, headers=h).status_code
+        == 400
+    )
+    bad = api.client.get("/api/v1/incidents", params={"since": "yesterday"}, headers=h)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "since"]
+    later = api.client.get(
+        "/api/v1/incidents",
+        params={"since": (utcnow() - timedelta(minutes=5)).isoformat()},
+        headers=h,
+    ).json()
+    assert later["items"] == []
+
+
+def test_review_actions_keep_history_and_refuse_impossible_transitions(api: Api) -> None:
+    (inc,) = _make(api, 1)
+    h = api.as_role("operator")
+
+    def review(action: str, note: str | None = None) -> int:
+        r = api.client.post(
+            f"/api/v1/incidents/{inc}/review", json={"action": action, "note": note}, headers=h
+        )
+        return r.status_code
+
+    assert review("acknowledge", "looking") == 200
+    assert review("acknowledge") == 409
+    assert review("resolve", "neighbours' dispute, handled by grid worker") == 200
+    assert review("dismiss") == 409
+    assert review("reopen", "came back") == 200
+    got = api.client.get(f"/api/v1/incidents/{inc}", headers=h).json()
+    assert got["status"] == "acknowledged"
+    assert [(x["action"], x["note"]) for x in got["history"]] == [
+        ("created", None),
+        ("acknowledge", "looking"),
+        ("resolve", "neighbours' dispute, handled by grid worker"),
+        ("reopen", "came back"),
+    ]
+    assert all(x["actor"] == "test-operator" for x in got["history"][1:])
+    gp = api.as_role("grid_platform")
+    assert (
+        api.client.post(
+            f"/api/v1/incidents/{inc}/review", json={"action": "resolve"}, headers=gp
+        ).status_code
+        == 403
+    )
+    bad = api.client.post(f"/api/v1/incidents/{inc}/review", json={"action": "explode"}, headers=h)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "action"
+
+
+def test_clip_download_streams_the_archived_bytes_and_is_audited(api: Api) -> None:
+    (inc,) = _make(api, 1)
+    h = api.as_role("operator")
+    pending = api.client.get(f"/api/v1/incidents/{inc}/clip", headers=h)
+    assert pending.status_code == 404 and "pending" in pending.json()["detail"]
+    data = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
+    key = f"clips/cam_a/x/{inc}.mp4"
+    info = api.services.objects.put_bytes(key, data, "video/mp4")
+    with api.services.tx() as session:
+        mark_archived(session, inc, ArchivedClip(key, info.sha256, info.size, 2.0, None, None))
+    got = api.client.get(f"/api/v1/incidents/{inc}/clip", headers=h)
+    assert got.status_code == 200 and got.content == data
+    assert got.headers["content-type"] == "video/mp4"
+    assert hashlib.sha256(got.content).hexdigest() == info.sha256
+    api.client.get(f"/api/v1/incidents/{inc}/clip", headers=api.as_role("grid_platform"))
+    audit = api.client.get(
+        "/api/v1/audit", params={"resource_id": inc}, headers=api.as_role("admin")
+    ).json()
+    downloads = [a for a in audit if a["action"] == "download"]
+    assert [a["actor"] for a in downloads] == ["test-grid_platform", "test-operator"]
+    shown = api.client.get(f"/api/v1/incidents/{inc}", headers=h).json()["clip"]
+    assert shown["state"] == "archived" and shown["sha256"] == info.sha256
+    assert shown["url"] == f"/api/v1/incidents/{inc}/clip"
+    assert api.client.get("/api/v1/incidents/inc_nope", headers=h).status_code == 404
