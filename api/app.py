@@ -16,7 +16,19 @@ from api.delivery import DeliveryWorker
 from api.metrics import SpoolCollector
 from api.middleware import BodyLimit, HttpMetrics
 from api.retention import RetentionWorker
-from api.routes import admin, cameras, cases, events, grids, incidents, ops, subscriptions
+from api.routes import (
+    admin,
+    cameras,
+    cases,
+    console,
+    events,
+    grids,
+    incidents,
+    onvif,
+    ops,
+    subscriptions,
+    webrtc,
+)
 from api.runtime import CameraRuntime, build_spool
 from api.services import Services
 from config.errors import XueliangError
@@ -34,14 +46,20 @@ class Worker(Protocol):
     async def run(self) -> None: ...
 
 
-def create_app(
-    settings: Settings, services: Services | None = None, run_cameras: bool = True
-) -> FastAPI:
+ROLES = ("all", "api", "worker")
+
+
+def create_app(settings: Settings, services: Services | None = None, role: str = "all") -> FastAPI:
     """Build the app; the lifespan migrates, checks storage and starts the workers.
 
-    ``run_cameras=False`` gives an API-only process (``xueliang serve --role api``).
+    ``role``: ``all`` serves the API and runs cameras; ``api`` only serves the API (stateless,
+    add as many as needed); ``worker`` only runs cameras (leased through the database) and
+    serves the operations endpoints.
     """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
     services = services or Services.from_settings(settings)
+    run_cameras = role in ("all", "worker")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,10 +67,12 @@ def create_app(
         await asyncio.to_thread(services.start)
         archiver = Archiver(services, build_spool(services))
         services.registry.register(SpoolCollector(archiver.spool.depth))
-        workers: list[Worker] = [DeliveryWorker(services), archiver, RetentionWorker(services)]
+        workers: list[Worker] = [DeliveryWorker(services), RetentionWorker(services)]
         app.state.runtime = None
         if run_cameras:
-            app.state.runtime = CameraRuntime(services, archiver)
+            # The spool lives on the host that records; only camera workers have one.
+            workers.append(archiver)
+            app.state.runtime = CameraRuntime(services, archiver, role)
             workers.append(app.state.runtime)
         tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in workers]
         try:
@@ -73,15 +93,19 @@ def create_app(
     app.state.services = services
     _install_error_handlers(app)
     app.include_router(ops.router)
+    app.include_router(console.router)
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(events.router)
     api.include_router(cameras.router)
+    api.include_router(onvif.router)
+    api.include_router(webrtc.router)
     api.include_router(incidents.router)
     api.include_router(grids.router)
     api.include_router(cases.router)
     api.include_router(subscriptions.router)
     api.include_router(admin.router)
-    app.include_router(api)
+    if role != "worker":
+        app.include_router(api)
     app.add_middleware(HttpMetrics, registry=services.registry)
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
     return app

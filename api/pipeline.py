@@ -82,6 +82,7 @@ class CameraPipeline:
     frames: FrameSlot[Frame]
     recorder: ClipRecorder
     archiver: Archiver
+    spool_host: str
     _rules: IncidentRules = field(init=False)
     _detector: MotionDetector = field(init=False)
     _open: _Open | None = field(default=None, init=False)
@@ -139,6 +140,7 @@ class CameraPipeline:
             type="motion",
             started_at=started_at,
             incident_id=incident_id,
+            spool_host=self.spool_host,
         )
         await asyncio.to_thread(self._db_create, new)
         self._open = _Open(incident_id, started_at, job)

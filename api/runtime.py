@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,8 +33,9 @@ from ingest.ring import PacketRing
 from ingest.types import CameraStreamConfig
 from storage import cameras as repo
 from storage.events import append_event
-from storage.incidents import close_orphans
-from storage.models import Camera
+from storage.incidents import close_interrupted, fail_lost_clips
+from storage.leases import balance, heartbeat, release, release_all
+from storage.models import Camera, Worker, utcnow
 from storage.spool import ClipSpool
 
 log = logging.getLogger(__name__)
@@ -61,10 +64,17 @@ class _Running:
 class CameraRuntime:
     """Runs every enabled camera of the registry in this process."""
 
-    def __init__(self, services: Services, archiver: Archiver) -> None:
+    def __init__(self, services: Services, archiver: Archiver, role: str = "all") -> None:
         self.services = services
         self.archiver = archiver
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.host = socket.gethostname()
+        self.worker_id = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.role = role
+        self.lease_s = services.settings.workers.lease_s
+        self._started_at = utcnow()
+        self._leased: set[str] = set()
+        self._surplus: set[str] = set()
+        self._lease_ok = time.monotonic()
         self.manager = CameraManager(listener=self, sink_factory=self._ring)
         self._rings: dict[str, PacketRing] = {}
         self._running: dict[str, _Running] = {}
@@ -97,16 +107,21 @@ class CameraRuntime:
         self.services.snapshot = self.manager.snapshot_jpeg
         collector = CameraCollector(self.manager.statuses)
         self.services.registry.register(collector)
-        await asyncio.to_thread(self._close_orphans)
+        await asyncio.to_thread(self._fail_lost_clips)
+        await self._renew_leases()
         helpers = [
+            asyncio.create_task(self._lease_loop(), name="camera-leases"),
             asyncio.create_task(self._write_states(), name="camera-states"),
             asyncio.create_task(self._flush_statuses(), name="camera-status"),
         ]
         try:
             while True:
                 self._wake.clear()
+                await self._renew_leases()  # a camera just added is taken at once
+                self._wake.clear()
                 plans = await asyncio.to_thread(self._load_plans)
                 await self._reconcile(plans)
+                await self._release_surplus()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_S)
         finally:
@@ -117,8 +132,9 @@ class CameraRuntime:
 
     async def _reconcile(self, plans: dict[str, CameraPlan]) -> None:
         await self.manager.apply({cid: p.stream for cid, p in plans.items()})
-        for cid in [c for c in self._running if c not in plans]:
-            await self._stop_pipeline(cid)
+        gone = [c for c in self._running if c not in plans]
+        await asyncio.gather(*(self._stop_pipeline(cid) for cid in gone))
+        for cid in gone:
             self._rings.pop(cid, None)
         for cid, plan in plans.items():
             running = self._running.get(cid)
@@ -138,7 +154,12 @@ class CameraRuntime:
             config=RecorderConfig(max_clip_s=self.services.settings.recording.max_clip_s + 120),
         )
         pipeline = CameraPipeline(
-            plan.pipeline, self.services, self.manager.frames(cid), recorder, self.archiver
+            plan.pipeline,
+            self.services,
+            self.manager.frames(cid),
+            recorder,
+            self.archiver,
+            self.host,
         )
         task = asyncio.create_task(pipeline.run(), name=f"pipeline-{cid}")
         self._running[cid] = _Running(plan.version, ring, recorder, task)
@@ -153,10 +174,76 @@ class CameraRuntime:
         await running.recorder.aclose()
 
     async def _shutdown(self) -> None:
-        for cid in list(self._running):
-            await self._stop_pipeline(cid)
+        # In parallel: each pipeline may wait up to post_s for its last clip to complete.
+        await asyncio.gather(*(self._stop_pipeline(cid) for cid in list(self._running)))
         await self.manager.aclose()
         await self._drain_state_writes()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._release_all)
+
+    # Leases: which cameras this worker runs ------------------------------------------------
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            await self._renew_leases()
+
+    async def _release_surplus(self) -> None:
+        """Hand back cameras above our share, now that their pipelines have stopped."""
+        done = sorted(c for c in self._surplus if c not in self._running)
+        if not done:
+            return
+        try:
+            await asyncio.to_thread(self._release, done)
+        except Exception as err:
+            log.warning("worker %s: cannot release cameras yet: %s", self.worker_id, err)
+            return
+        self._surplus -= set(done)
+
+    def _release(self, camera_ids: list[str]) -> None:
+        with self.services.db.session() as session:
+            release(session, self.worker_id, camera_ids)
+
+    async def _renew_leases(self) -> None:
+        try:
+            held = await asyncio.to_thread(self._balance)
+            self._lease_ok = time.monotonic()
+        except Exception as err:
+            log.warning("worker %s: cannot renew camera leases: %s", self.worker_id, err)
+            if time.monotonic() - self._lease_ok < self.lease_s * 0.8:
+                return
+            # Fence ourselves before the leases expire and another worker takes over:
+            # two workers must never analyse one camera (duplicate incidents).
+            held = set()
+        if held != self._leased:
+            self._leased = held
+            self._wake.set()
+
+    def _balance(self) -> set[str]:
+        now = utcnow()
+        worker = Worker(
+            id=self.worker_id,
+            host=self.host,
+            pid=os.getpid(),
+            role=self.role,
+            started_at=self._started_at,
+            last_seen=now,
+        )
+        with self.services.db.session() as session:
+            heartbeat(session, worker, now)
+            holding = balance(session, self.worker_id, now, self.lease_s)
+            self._surplus |= set(holding.surplus)
+            held = set(holding.cameras) - self._surplus
+            new = held - self._leased
+            if new:
+                # A camera taken over: incidents its previous holder left open are closed.
+                close_interrupted(session, sorted(new))
+        if new:
+            self.services.hub.notify()
+        return held
+
+    def _release_all(self) -> None:
+        with self.services.db.session() as session:
+            release_all(session, self.worker_id)
 
     def _ring(self, camera_id: str) -> PacketRing:
         ring = self._rings.get(camera_id)
@@ -171,7 +258,7 @@ class CameraRuntime:
         with self.services.db.session() as session:
             rows = repo.list_cameras(session, enabled_only=True)
         plans = {}
-        for row in rows:
+        for row in (r for r in rows if r.id in self._leased):
             try:
                 plans[row.id] = self._plan(row)
             except Exception as err:  # a bad row must not stop the other cameras
@@ -284,13 +371,13 @@ class CameraRuntime:
                     session, camera_id, self._status_update(camera_id, st.state, st.last_error)
                 )
 
-    def _close_orphans(self) -> None:
-        """Incidents left open or without a clip by a crash: say so instead of waiting forever."""
+    def _fail_lost_clips(self) -> None:
+        """Clips this host was writing when it last stopped cannot be finished: say so."""
         spooled = {e.incident_id for e in self.archiver.spool.entries()}
         with self.services.tx() as session:
-            closed = close_orphans(session, keep=spooled)
-        if closed:
-            log.warning("closed %d incident(s) interrupted by a restart", closed)
+            failed = fail_lost_clips(session, self.host, spooled)
+        if failed:
+            log.warning("%d clip(s) were interrupted by the last stop", failed)
 
 
 def build_spool(services: Services) -> ClipSpool:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def run_server(settings: Settings, role: str = "all", banner: str | None = None) -> int:
     services = Services.from_settings(settings)
     services.start()  # fails here, before binding, with a message that says what to fix
-    app = create_app(settings, services)
+    app = create_app(settings, services, role)
     host, port = settings.server.host, settings.server.port
     log.info("Xueliang (%s) on http://%s:%d — API docs at /docs", role, host, port)
     if banner:

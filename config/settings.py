@@ -129,6 +129,15 @@ class ArchiveSettings(_Section):
     )
 
 
+class WorkerSettings(_Section):
+    lease_s: float = Field(
+        default=15.0,
+        ge=3,
+        le=600,
+        description="Camera lease time: a dead worker's cameras are taken over within it.",
+    )
+
+
 class ServerSettings(_Section):
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(default=8000, ge=1, le=65535)
@@ -157,6 +166,7 @@ class Settings(BaseSettings):
     recording: RecordingSettings = RecordingSettings()
     incidents: IncidentSettings = IncidentSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    workers: WorkerSettings = WorkerSettings()
     server: ServerSettings = ServerSettings()
 
     @classmethod

@@ -69,6 +69,7 @@ class NewIncident:
     type: str
     started_at: datetime
     incident_id: str = ""
+    spool_host: str | None = None
 
 
 def create_incident(session: Session, new: NewIncident) -> Incident:
@@ -80,6 +81,7 @@ def create_incident(session: Session, new: NewIncident) -> Incident:
         status="new",
         started_at=new.started_at,
         clip_state="pending",
+        spool_host=new.spool_host,
         created_at=utcnow(),
         updated_at=utcnow(),
     )
@@ -239,30 +241,35 @@ def pending_clips(session: Session, limit: int = 100) -> list[Incident]:
     return list(session.scalars(query))
 
 
-def close_orphans(session: Session, keep: set[str], camera_ids: Sequence[str] | None = None) -> int:
-    """At start-up: incidents a crash left open, or pending with no clip in the spool.
+def close_interrupted(session: Session, camera_ids: Sequence[str]) -> int:
+    """Incidents of these cameras left open by a worker that died (or this one, restarted).
 
     Their packets were only in the dead process's memory, so no clip can be made: the
-    incident is closed (at its last update) and its clip marked failed with the reason,
-    rather than shown as pending forever. Incidents in ``keep`` (spooled) are left alone.
+    incident is closed at its last update and its clip marked failed with the reason,
+    rather than shown as in progress forever. Called when a worker takes a camera over.
     """
+    query = select(Incident).where(Incident.ended_at.is_(None), Incident.camera_id.in_(camera_ids))
+    return sum(_fail(session, row, row.updated_at) for row in session.scalars(query))
+
+
+def fail_lost_clips(session: Session, host: str, spooled: set[str]) -> int:
+    """At start-up: clips this host was writing when it stopped, missing from its spool."""
     query = select(Incident).where(
-        or_(Incident.ended_at.is_(None), Incident.clip_state == "pending")
+        Incident.clip_state == "pending",
+        Incident.ended_at.is_not(None),
+        Incident.spool_host == host,
     )
-    if camera_ids is not None:
-        query = query.where(Incident.camera_id.in_(camera_ids))
-    closed = 0
-    for row in session.scalars(query):
-        if row.id in keep:
-            continue
-        if row.ended_at is None:
-            row.ended_at = row.updated_at
-        row.clip_state = "failed"
-        row.clip_error = "the service stopped while this incident was being recorded"
-        row.updated_at = utcnow()
-        append_event(session, "incident.updated", summary(row), row.grid_code)
-        closed += 1
-    return closed
+    return sum(_fail(session, row, None) for row in session.scalars(query) if row.id not in spooled)
+
+
+def _fail(session: Session, row: Incident, ended_at: datetime | None) -> int:
+    if row.ended_at is None:
+        row.ended_at = ended_at or utcnow()
+    row.clip_state = "failed"
+    row.clip_error = "the service stopped while this incident was being recorded"
+    row.updated_at = utcnow()
+    append_event(session, "incident.updated", summary(row), row.grid_code)
+    return 1
 
 
 def expired_clips(session: Session, before: datetime, limit: int = 500) -> list[Incident]:

@@ -170,6 +170,8 @@ class Incident(Base):
     clip_duration_s: Mapped[float | None] = mapped_column(Float)
     clip_state: Mapped[str | None] = mapped_column(String(16))
     clip_error: Mapped[str | None] = mapped_column(Text)
+    #: The host whose local spool holds the clip until it is archived.
+    spool_host: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -187,3 +189,27 @@ class IncidentAction(Base):
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(32))
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class Worker(Base):
+    """A process that runs cameras; alive while ``last_seen`` is recent."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    last_seen: Mapped[datetime] = mapped_column(index=True)
+
+
+class CameraLease(Base):
+    """Which worker analyses a camera, until when. Exactly one live holder per camera."""
+
+    __tablename__ = "camera_leases"
+
+    camera_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(100), index=True)
+    expires_at: Mapped[datetime]
+    acquired_at: Mapped[datetime]

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import AdminDep, ServicesDep
 from storage.audit import audit, list_audit
+from storage.leases import live_workers
+from storage.models import utcnow
 from storage.tokens import create_token, list_tokens, revoke_token
 
 router = APIRouter(tags=["admin"])
@@ -71,6 +73,29 @@ def delete_token(token_id: str, services: ServicesDep, who: AdminDep) -> None:
         if not revoke_token(session, token_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no active token {token_id}")
         audit(session, who.name, "revoke", "token", token_id)
+
+
+class WorkerOut(BaseModel):
+    id: str
+    host: str
+    pid: int
+    role: str
+    started_at: datetime
+    last_seen: datetime
+    cameras: list[str]
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut]
+
+
+@router.get("/workers", response_model=WorkerList)
+def get_workers(services: ServicesDep, _: AdminDep) -> WorkerList:
+    """Live camera workers and the cameras each one analyses."""
+    lease_s = services.settings.workers.lease_s
+    with services.db.session() as session:
+        rows = live_workers(session, utcnow(), lease_s)
+    return WorkerList(items=[WorkerOut.model_validate(w, from_attributes=True) for w in rows])
 
 
 @router.get("/audit", response_model=list[AuditOut])
