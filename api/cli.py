@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="run the analytics on a video or image file")
     analyze.add_argument("file", type=Path, help="video or image file")
     analyze.add_argument("--json", action="store_true", help="one JSON object per analysed frame")
+    analyze.add_argument("--fps", type=float, default=5.0, help="frames analysed per second")
     analyze.add_argument("--config", type=Path, help="YAML settings file")
     analyze.set_defaults(handler=_analyze)
 
@@ -112,7 +113,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from api.analyze import run_analyze
 
-    return run_analyze(args.file, as_json=args.json)
+    return run_analyze(args.file, as_json=args.json, fps=args.fps)
 
 
 def _token_create(args: argparse.Namespace) -> int:
