@@ -12,7 +12,7 @@ RUN_PKGS := python3-venv python3-pip
 TEST_PKGS := $(RUN_PKGS) ffmpeg python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
 	gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-x \
-	gstreamer1.0-tools gstreamer1.0-rtsp postgresql-client
+	gstreamer1.0-tools gstreamer1.0-rtsp postgresql-client iproute2 util-linux
 
 .PHONY: run test lint unit bench clean
 
@@ -23,6 +23,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	@scripts/apt-ensure $(TEST_PKGS)
 	@scripts/ensure-postgres
+	$(BIN)/python -m tests.peers.onvif  # the virtual ONVIF camera (ipycam) in its own venv
 	$(MAKE) lint
 	$(BIN)/pytest -ra
 

@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from typing import Protocol
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.archiver import Archiver
@@ -33,6 +35,7 @@ from api.runtime import CameraRuntime, build_spool
 from api.services import Services
 from config.errors import XueliangError
 from config.settings import Settings
+from ingest.onvif import warm_up as warm_onvif
 from storage.db import DatabaseError
 from storage.errors import ObjectNotFound, StorageError
 from storage.incidents import BadCursor
@@ -65,6 +68,8 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.hub.bind(asyncio.get_running_loop())
         await asyncio.to_thread(services.start)
+        # Parsing the ONVIF WSDLs takes seconds: do it now, not in the first request.
+        warm = asyncio.create_task(warm_onvif(), name="onvif-warm-up")
         archiver = Archiver(services, build_spool(services))
         services.registry.register(SpoolCollector(archiver.spool.depth))
         workers: list[Worker] = [DeliveryWorker(services), RetentionWorker(services)]
@@ -78,7 +83,7 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
         try:
             yield
         finally:
-            for task in tasks:
+            for task in [*tasks, warm]:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             services.close()
@@ -121,12 +126,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.warning("dependency unavailable: %s", err)
         return JSONResponse({"detail": str(err)}, status_code=503)
 
+    async def invalid(_: Request, err: Exception) -> JSONResponse:
+        # FastAPI echoes the rejected input; it may be a camera URL with its password.
+        assert isinstance(err, RequestValidationError)
+        errors = [{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in err.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
     async def bad_request(_: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=400)
 
     async def domain(_: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
 
+    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(ObjectNotFound, not_found)
     app.add_exception_handler(BadCursor, bad_request)
     app.add_exception_handler(StorageError, unavailable)

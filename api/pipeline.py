@@ -1,23 +1,39 @@
-"""One camera's analysis: frames → motion → incident rules → clip jobs → the spool.
+"""One camera's analysis: frames → motion / persons → incident rules → clips → the spool.
 
-Pure analytics (motion, rules) decide; this module only moves their results to the
-database, the recorder and the archive. Blocking work (cv2, SQL) runs in threads.
+Pure analytics (motion, person counting, rules) decide; this module only moves their
+results to the database, the recorder and the archive. Blocking work (cv2, the detector,
+SQL) runs in threads. A camera may have several incidents open at once: one for motion,
+one per crowd zone, each with its own clip job and snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from analytics.crowd import (
+    CrowdEnded,
+    CrowdEvent,
+    CrowdPeak,
+    CrowdResult,
+    CrowdRules,
+    CrowdStarted,
+    PersonCounter,
+    draw_boxes,
+)
 from analytics.motion import MotionConfig, MotionDetector, MotionResult
+from analytics.persons import PersonDetector
 from analytics.rules import (
     IncidentEnded,
     IncidentEvent,
@@ -46,6 +62,22 @@ from storage.spool import SpoolEntry
 log = logging.getLogger(__name__)
 
 Image = npt.NDArray[np.uint8]
+MOTION = "motion"
+
+
+@dataclass(frozen=True)
+class CrowdConfig:
+    """Gathering detection: ``threshold`` persons in a zone for ``dwell_s`` seconds."""
+
+    threshold: int
+    dwell_s: float
+    quiet_s: float
+    #: Person detection runs at most this often, and only while there was motion in the
+    #: last ``motion_hold_s`` seconds, a gathering is open, or ``idle_every_s`` passed
+    #: (a crowd standing still moves little): cost stays bounded per camera.
+    fps: float = 1.0
+    motion_hold_s: float = 10.0
+    idle_every_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +92,7 @@ class PipelineConfig:
     rules: RuleConfig
     pre_s: float
     post_s: float
+    crowd: CrowdConfig | None = None
 
 
 @dataclass
@@ -67,6 +100,7 @@ class _Open:
     """An incident in progress on this camera."""
 
     incident_id: str
+    type: str
     started_at: datetime
     job: ClipJob | None
     peak_image: Image | None = None
@@ -83,14 +117,22 @@ class CameraPipeline:
     recorder: ClipRecorder
     archiver: Archiver
     spool_host: str
+    detector: PersonDetector | None = None
     _rules: IncidentRules = field(init=False)
-    _detector: MotionDetector = field(init=False)
-    _open: _Open | None = field(default=None, init=False)
+    _motion: MotionDetector = field(init=False)
+    _counter: PersonCounter | None = field(default=None, init=False)
+    _crowd_rules: dict[str, CrowdRules] = field(default_factory=dict, init=False)
+    _open: dict[str, _Open] = field(default_factory=dict, init=False)
     _finishing: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _last_motion: float = field(default=-1e18, init=False)
+    _last_detect: float = field(default=-1e18, init=False)
 
     def __post_init__(self) -> None:
         self._rules = IncidentRules(self.config.rules)
-        self._detector = MotionDetector(self.config.motion, self.config.zones)
+        self._motion = MotionDetector(self.config.motion, self.config.zones)
+        crowd = self.config.crowd
+        if crowd is not None and self.detector is not None:
+            self._counter = PersonCounter(self.detector, self.config.zones)
 
     @property
     def camera_id(self) -> str:
@@ -100,31 +142,74 @@ class CameraPipeline:
         try:
             while True:
                 frame = await self.frames.get()
-                if not self.config.motion_enabled:
-                    continue
-                result = await asyncio.to_thread(
-                    self._detector.detect, frame.image, frame.wallclock
-                )
-                await self._apply(frame, result)
+                await self._analyse(frame)
         finally:
             await self._stop()
 
-    async def _apply(self, frame: Frame, result: MotionResult) -> None:
-        events = self._rules.update(frame.wallclock, result.motion, result.motion_area)
+    async def _analyse(self, frame: Frame) -> None:
+        ts = frame.wallclock
+        result = await asyncio.to_thread(self._motion.detect, frame.image, ts)
+        if result.motion:
+            self._last_motion = ts
+        if self.config.motion_enabled:
+            await self._on_motion(frame, result)
+        if self._counter is not None and self._detection_due(ts):
+            self._last_detect = ts
+            crowd = await asyncio.to_thread(self._counter.count, frame.image, ts)
+            await self._on_crowd(frame, crowd)
+
+    # Motion --------------------------------------------------------------------------------
+    async def _on_motion(self, frame: Frame, result: MotionResult) -> None:
+        events: list[IncidentEvent] = self._rules.update(
+            frame.wallclock, result.motion, result.motion_area
+        )
         for event in events:
-            await self._on_event(event, frame)
+            if isinstance(event, IncidentEnded):
+                await self._end(MOTION, event.at)
+            elif isinstance(event, IncidentStarted):
+                await self._start(MOTION, MOTION, event.started_at)
+            elif isinstance(event, NewPeak):
+                self._keep_peak(MOTION, frame.image, event.score)
 
-    async def _on_event(self, event: IncidentEvent, frame: Frame) -> None:
-        if isinstance(event, IncidentEnded):
-            await self._end(event.at)
-        elif isinstance(event, IncidentStarted):
-            await self._start(event.started_at)
-        elif isinstance(event, NewPeak) and self._open is not None:
-            # Keep one frame per incident: the one with the most motion so far.
-            self._open.peak_image = frame.image
-            self._open.peak_score = event.score
+    # Crowd ---------------------------------------------------------------------------------
+    def _detection_due(self, ts: float) -> bool:
+        crowd = self.config.crowd
+        assert crowd is not None
+        if ts - self._last_detect < 1.0 / crowd.fps:
+            return False
+        gathering = any(r.active for r in self._crowd_rules.values())
+        recent_motion = ts - self._last_motion <= crowd.motion_hold_s
+        return gathering or recent_motion or ts - self._last_detect >= crowd.idle_every_s
 
-    async def _start(self, started_wallclock: float) -> None:
+    async def _on_crowd(self, frame: Frame, result: CrowdResult) -> None:
+        crowd = self.config.crowd
+        assert crowd is not None
+        for zone, persons in result.smoothed.items():
+            rules = self._crowd_rules.get(zone)
+            if rules is None:
+                rules = self._crowd_rules[zone] = CrowdRules(
+                    crowd.threshold, crowd.dwell_s, crowd.quiet_s
+                )
+            key = f"crowd:{zone}"
+            events: list[CrowdEvent] = rules.update(result.ts, persons)
+            for event in events:
+                if isinstance(event, CrowdEnded):
+                    await self._end(key, event.at, event.peak_persons)
+                elif isinstance(event, CrowdStarted):
+                    await self._start(key, "crowd", event.started_at)
+                elif isinstance(event, CrowdPeak):
+                    label = f"{event.persons} persons"
+                    image = await asyncio.to_thread(draw_boxes, frame.image, result.boxes, label)
+                    self._keep_peak(key, image, float(event.persons))
+
+    # Incidents -----------------------------------------------------------------------------
+    def _keep_peak(self, key: str, image: Image, score: float) -> None:
+        """Keep one frame per incident: the best so far (most motion, most persons)."""
+        incident = self._open.get(key)
+        if incident is not None:
+            incident.peak_image, incident.peak_score = image, score
+
+    async def _start(self, key: str, type_: str, started_wallclock: float) -> None:
         started_at = _utc(started_wallclock)
         incident_id = new_incident_id()
         try:
@@ -137,25 +222,25 @@ class CameraPipeline:
         new = NewIncident(
             camera_id=self.camera_id,
             grid_code=self.config.grid_code,
-            type="motion",
+            type=type_,
             started_at=started_at,
             incident_id=incident_id,
             spool_host=self.spool_host,
         )
         await asyncio.to_thread(self._db_create, new)
-        self._open = _Open(incident_id, started_at, job)
-        log.info("camera %s: incident %s started", self.camera_id, incident_id)
+        self._open[key] = _Open(incident_id, type_, started_at, job)
+        log.info("camera %s: %s incident %s started", self.camera_id, type_, incident_id)
 
     def _db_create(self, new: NewIncident) -> None:
         with self.services.tx() as session:
             create_incident(session, new)
 
-    async def _end(self, ended_wallclock: float) -> None:
-        incident, self._open = self._open, None
+    async def _end(self, key: str, ended_wallclock: float, peak_persons: int | None = None) -> None:
+        incident = self._open.pop(key, None)
         if incident is None:
             return
         ended_at = _utc(ended_wallclock)
-        await asyncio.to_thread(self._db_end, incident, ended_at)
+        await asyncio.to_thread(self._db_end, incident, ended_at, peak_persons)
         if incident.job is not None:
             incident.job.finish(ended_wallclock, self.config.post_s)
         task = asyncio.create_task(self._archive(incident))
@@ -163,9 +248,12 @@ class CameraPipeline:
         task.add_done_callback(self._finishing.discard)
         log.info("camera %s: incident %s ended", self.camera_id, incident.incident_id)
 
-    def _db_end(self, incident: _Open, ended_at: datetime) -> None:
+    def _db_end(self, incident: _Open, ended_at: datetime, peak_persons: int | None) -> None:
+        motion_peak = incident.peak_score if incident.type == MOTION else None
+        if peak_persons is None and incident.type == "crowd":
+            peak_persons = int(incident.peak_score)  # stopped early: the peak seen so far
         with self.services.tx() as session:
-            end_incident(session, incident.incident_id, ended_at, peak_motion=incident.peak_score)
+            end_incident(session, incident.incident_id, ended_at, motion_peak, peak_persons)
 
     async def _archive(self, incident: _Open) -> None:
         """Wait for the clip to be written, then hand it and the snapshot to the spool."""
@@ -206,10 +294,11 @@ class CameraPipeline:
             mark_clip_failed(session, incident.incident_id, reason)
 
     async def _stop(self) -> None:
-        """End an open incident (camera removed or service stopping) and let clips finish."""
-        if self._open is not None:
+        """End open incidents (camera removed or service stopping) and let clips finish."""
+        now = time.time()
+        for key in list(self._open):
             with contextlib.suppress(Exception):
-                await self._end(time.time())
+                await self._end(key, now)
         if self._finishing:
             await asyncio.wait(self._finishing, timeout=30)
 
@@ -218,18 +307,16 @@ def _utc(wallclock: float) -> datetime:
     return datetime.fromtimestamp(wallclock, UTC)
 
 
-def _write_jpeg(path: object, image: Image) -> str:
-    import hashlib
-    import os
-
+def _write_jpeg(path: Path, image: Image) -> str:
+    """Write a JPEG durably (temp + fsync + rename); returns its SHA-256."""
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 88])
     if not ok:
         raise ValueError("JPEG encoding failed")
     data = buf.tobytes()
-    tmp = f"{path}.tmp"
+    tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, str(path))
+    os.replace(tmp, path)
     return hashlib.sha256(data).hexdigest()

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from analytics.motion import MotionConfig
+from analytics.persons import DetectorConfig, PersonDetector
 from analytics.rules import RuleConfig
 from analytics.zones import parse_zones
 from api.archiver import Archiver
 from api.metrics import CameraCollector
-from api.pipeline import CameraPipeline, PipelineConfig
+from api.pipeline import CameraPipeline, CrowdConfig, PipelineConfig
 from api.services import Services
 from ingest.camera import CameraState
 from ingest.manager import CameraManager
@@ -77,6 +78,8 @@ class CameraRuntime:
         self._lease_ok = time.monotonic()
         self.manager = CameraManager(listener=self, sink_factory=self._ring)
         self._rings: dict[str, PacketRing] = {}
+        self._plans: dict[str, CameraPlan] = {}
+        self._detector: PersonDetector | None = None
         self._running: dict[str, _Running] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -131,6 +134,9 @@ class CameraRuntime:
             await self._shutdown()
 
     async def _reconcile(self, plans: dict[str, CameraPlan]) -> None:
+        self._plans = plans
+        if self._detector is None and any(p.pipeline.crowd for p in plans.values()):
+            self._detector = await asyncio.to_thread(self._load_detector)
         await self.manager.apply({cid: p.stream for cid, p in plans.items()})
         gone = [c for c in self._running if c not in plans]
         await asyncio.gather(*(self._stop_pipeline(cid) for cid in gone))
@@ -160,8 +166,10 @@ class CameraRuntime:
             recorder,
             self.archiver,
             self.host,
+            self._detector,
         )
         task = asyncio.create_task(pipeline.run(), name=f"pipeline-{cid}")
+        task.add_done_callback(_report_crash)
         self._running[cid] = _Running(plan.version, ring, recorder, task)
 
     async def _stop_pipeline(self, camera_id: str) -> None:
@@ -248,10 +256,22 @@ class CameraRuntime:
     def _ring(self, camera_id: str) -> PacketRing:
         ring = self._rings.get(camera_id)
         if ring is None:
-            # Long enough for pre-roll + the frames it takes to confirm motion + a GOP.
-            capacity = self.services.settings.recording.pre_s + 20.0
+            # Long enough for pre-roll + the time it takes to confirm an incident (a few
+            # frames for motion, the dwell time for a gathering) + a GOP.
+            plan = self._plans.get(camera_id)
+            pre_s = plan.pipeline.pre_s if plan else self.services.settings.recording.pre_s
+            crowd = plan.pipeline.crowd if plan else None
+            capacity = pre_s + max(20.0, (crowd.dwell_s + 10.0) if crowd else 0.0)
             ring = self._rings[camera_id] = PacketRing(capacity, camera_id=camera_id)
         return ring
+
+    def _load_detector(self) -> PersonDetector:
+        """The person detector: loaded once per process, shared by every camera."""
+        path = self.services.settings.crowd.model_path
+        config = DetectorConfig.yolo(path) if path else None
+        detector = PersonDetector.load(config)
+        log.info("person detector %s loaded", detector.name)
+        return detector
 
     # Registry → plans ----------------------------------------------------------------------
     def _load_plans(self) -> dict[str, CameraPlan]:
@@ -286,7 +306,19 @@ class CameraRuntime:
         motion_cfg = MotionConfig(
             **{k: motion[k] for k in ("sensitivity", "min_area") if motion.get(k) is not None}
         )
+        crowd = row.analytics.get("crowd", {})
+        crowd_cfg = (
+            CrowdConfig(
+                threshold=int(crowd.get("threshold", 5)),
+                dwell_s=float(crowd.get("dwell_s", 10)),
+                quiet_s=s.crowd.quiet_s,
+                fps=s.crowd.fps,
+            )
+            if crowd.get("enabled")
+            else None
+        )
         pipeline = PipelineConfig(
+            crowd=crowd_cfg,
             camera_id=row.id,
             grid_code=row.grid_code,
             motion_enabled=bool(motion.get("enabled", True)),
@@ -378,6 +410,11 @@ class CameraRuntime:
             failed = fail_lost_clips(session, self.host, spooled)
         if failed:
             log.warning("%d clip(s) were interrupted by the last stop", failed)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s crashed", task.get_name(), exc_info=task.exception())
 
 
 def build_spool(services: Services) -> ClipSpool:

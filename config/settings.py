@@ -119,6 +119,19 @@ class IncidentSettings(_Section):
     max_len_s: float = Field(default=300.0, gt=0, le=3600, description="Longest incident.")
 
 
+class CrowdSettings(_Section):
+    fps: float = Field(
+        default=1.0, gt=0, le=10, description="Person detections per second per camera, at most."
+    )
+    quiet_s: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds below the threshold that end a gathering."
+    )
+    model_path: Path | None = Field(
+        default=None,
+        description="A YOLOv8-layout ONNX person model to use instead of the shipped SSDLite.",
+    )
+
+
 class ArchiveSettings(_Section):
     retry_initial_s: float = Field(
         default=1.0, gt=0, le=60, description="First retry delay after a failed upload."
@@ -165,6 +178,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     recording: RecordingSettings = RecordingSettings()
     incidents: IncidentSettings = IncidentSettings()
+    crowd: CrowdSettings = CrowdSettings()
     archive: ArchiveSettings = ArchiveSettings()
     workers: WorkerSettings = WorkerSettings()
     server: ServerSettings = ServerSettings()

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from config.settings import Settings
 
-pytest_plugins = ["tests.peers.rtsp", "tests.peers.seaweedfs"]
+pytest_plugins = ["tests.peers.rtsp", "tests.peers.seaweedfs", "tests.peers.onvif"]
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()

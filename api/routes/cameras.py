@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
@@ -9,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
 from api.deps import ServicesDep, require
+from api.routes.onvif import OnvifRegistration, onvif_snapshot, register_onvif_camera
 from api.schemas.cameras import (
     AnalyticsIn,
     AvailabilityReport,
@@ -23,6 +26,7 @@ from api.schemas.cameras import (
     ZoneIn,
 )
 from api.services import Services
+from config.errors import XueliangError
 from ingest.redact import redact_url
 from storage import cameras as repo
 from storage.audit import audit
@@ -96,9 +100,23 @@ def _set_url(services: Services, row: Camera, which: str, url: str | None) -> No
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CameraOut)
-def create_camera(body: CameraCreate, services: ServicesDep, who: Integrator) -> CameraOut:
+async def create_camera(body: CameraCreate, services: ServicesDep, who: Integrator) -> CameraOut:
+    """Register a camera by its stream URLs, or by its ONVIF address and login.
+
+    An ONVIF camera is probed first: one the probe cannot use is not created, and the 422
+    says why (unreachable, wrong password, not ONVIF, no media, timeout).
+    """
     _check_scheme(services, "rtsp_url", body.rtsp_url)
     _check_scheme(services, "substream_url", body.substream_url)
+    found = None
+    if body.onvif is not None:
+        found = await register_onvif_camera(services, body.onvif)
+    return await asyncio.to_thread(_insert_camera, services, body, who, found)
+
+
+def _insert_camera(
+    services: Services, body: CameraCreate, who: Principal, found: OnvifRegistration | None
+) -> CameraOut:
     now = utcnow()
     row = Camera(
         id=repo.new_camera_id(),
@@ -110,11 +128,12 @@ def create_camera(body: CameraCreate, services: ServicesDep, who: Integrator) ->
         analytics=body.analytics.model_dump(),
         recording=body.recording.model_dump(),
         enabled=body.enabled,
+        onvif=found.onvif if found else None,
         created_at=now,
         updated_at=now,
     )
-    _set_url(services, row, "main", body.rtsp_url)
-    _set_url(services, row, "sub", body.substream_url)
+    _set_url(services, row, "main", found.main_url if found else body.rtsp_url)
+    _set_url(services, row, "sub", found.sub_url if found else body.substream_url)
     with services.tx() as session:
         session.add(row)
         audit(session, who.name, "create", "camera", row.id)
@@ -232,15 +251,24 @@ def camera_status(camera_id: str, services: ServicesDep, _: Viewer) -> CameraSta
         return CameraStatusOut.model_validate(st, from_attributes=True)
 
 
+def _onvif_known(services: Services, camera_id: str) -> bool:
+    with services.db.session() as session:
+        row = _found(services, repo.get_camera(session, camera_id), camera_id)
+        return bool(row.onvif)
+
+
 @router.get(
     "/{camera_id}/snapshot.jpg",
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "No frame yet."}},
 )
-def snapshot(camera_id: str, services: ServicesDep, _: Watcher) -> Response:
-    with services.db.session() as session:
-        _found(services, repo.get_camera(session, camera_id), camera_id)
-    jpeg = services.snapshot(camera_id)
+async def snapshot(camera_id: str, services: ServicesDep, _: Watcher) -> Response:
+    """The latest frame; from the camera's ONVIF snapshot URI when its stream is down."""
+    has_onvif = await asyncio.to_thread(_onvif_known, services, camera_id)
+    jpeg = await asyncio.to_thread(services.snapshot, camera_id)
+    if jpeg is None and has_onvif:
+        with contextlib.suppress(XueliangError):
+            jpeg = await onvif_snapshot(services, camera_id)
     if jpeg is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -6,10 +6,18 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from analytics.motion import MIN_AREA_MIN
 from analytics.zones import parse_zones
+from api.schemas.onvif import OnvifIn
 
 STREAM_SCHEMES = ("rtsp", "rtsps")
 FILE_SCHEME = "file"
@@ -87,8 +95,22 @@ GridCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0
 
 
 class CameraCreate(_In):
+    """A camera: either its stream URLs, or its ONVIF address and login (streams probed)."""
+
     name: str = Field(min_length=1, max_length=200)
-    rtsp_url: StreamUrl = Field(description="Main stream, recorded.")
+    # Before the URLs: their validators check "either rtsp_url or onvif" against it, so the
+    # error names the URL field and does not echo the onvif object (it holds a password).
+    onvif: OnvifIn | None = Field(
+        default=None,
+        description="Register by ONVIF address and login: the service probes the device and "
+        "records its highest-resolution H.264 profile, analyses its smallest. "
+        "Either this or `rtsp_url`.",
+    )
+    rtsp_url: StreamUrl | None = Field(
+        default=None,
+        description="Main stream, recorded. Either this or `onvif`.",
+        validate_default=True,
+    )
     substream_url: StreamUrl | None = Field(
         default=None, description="Analysed stream; the main stream when absent."
     )
@@ -98,6 +120,27 @@ class CameraCreate(_In):
     analytics: AnalyticsIn = AnalyticsIn()
     recording: RecordingIn = RecordingIn()
     enabled: bool = True
+
+    @field_validator("rtsp_url")
+    @classmethod
+    def _either_url_or_onvif(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if "onvif" not in info.data:
+            return url  # onvif itself is invalid: that error says enough
+        if info.data["onvif"] is None and url is None:
+            raise ValueError("either rtsp_url or onvif is required")
+        if info.data["onvif"] is not None and url is not None:
+            raise ValueError("give either rtsp_url or onvif, not both")
+        return url
+
+    @field_validator("substream_url")
+    @classmethod
+    def _no_url_with_onvif(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is not None and info.data.get("onvif") is not None:
+            raise ValueError(
+                "with onvif the streams come from the camera's profiles: "
+                "choose them with onvif.profile_token and onvif.sub_profile_token"
+            )
+        return url
 
 
 class CameraPatch(_In):
