@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
@@ -25,6 +28,7 @@ from api.services import Services
 from storage import incidents as repo
 from storage.audit import audit
 from storage.models import Incident
+from storage.objects import ObjectStream
 from storage.tokens import Principal
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -139,24 +143,68 @@ def review_incident(
 
 EVIDENCE_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"description": "The bytes (local store)."},
-    307: {"description": "Redirect to a short-lived presigned URL (S3)."},
+    206: {"description": "The requested byte range (local store; `Range: bytes=a-b`)."},
+    307: {"description": "Redirect to a short-lived presigned URL (S3, which serves ranges)."},
     404: {"description": "No such incident, or no evidence archived yet."},
+    416: {"description": "The range lies outside the object."},
 }
 
 
 @router.get("/{incident_id}/clip", response_class=Response, responses=EVIDENCE_RESPONSES)
-def get_clip(incident_id: str, services: ServicesDep, who: Reader) -> Response:
-    """The clip (MP4, faststart). Every access is audited."""
-    return _evidence(services, who, incident_id, "clip")
+def get_clip(
+    incident_id: str,
+    services: ServicesDep,
+    who: Reader,
+    range_: Annotated[str | None, Header(alias="range")] = None,
+    if_range: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The clip (MP4, faststart), seekable with Range requests. Every access is audited."""
+    return _evidence(services, who, incident_id, "clip", _range_if(range_, if_range))
 
 
 @router.get("/{incident_id}/snapshot", response_class=Response, responses=EVIDENCE_RESPONSES)
-def get_snapshot(incident_id: str, services: ServicesDep, who: Reader) -> Response:
+def get_snapshot(
+    incident_id: str,
+    services: ServicesDep,
+    who: Reader,
+    range_: Annotated[str | None, Header(alias="range")] = None,
+    if_range: Annotated[str | None, Header()] = None,
+) -> Response:
     """The snapshot (JPEG) of the incident's peak frame. Every access is audited."""
-    return _evidence(services, who, incident_id, "snapshot")
+    return _evidence(services, who, incident_id, "snapshot", _range_if(range_, if_range))
 
 
-def _evidence(services: Services, who: Principal, incident_id: str, kind: str) -> Response:
+@dataclass(frozen=True)
+class _RangeAsk:
+    """A ``Range`` header and the ``If-Range`` validator it is conditional on."""
+
+    range: str
+    if_range: str | None
+
+
+def _range_if(range_: str | None, if_range: str | None) -> _RangeAsk | None:
+    return _RangeAsk(range_, if_range) if range_ else None
+
+
+def _evidence(
+    services: Services,
+    who: Principal,
+    incident_id: str,
+    kind: str,
+    ask: _RangeAsk | None = None,
+) -> Response:
+    key = _audited_key(services, who, incident_id, kind, ask)
+    ttl = timedelta(seconds=services.settings.storage.presign_s)
+    url = services.objects.presigned_get_url(key, ttl)
+    if url is not None:
+        return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+    return _local_bytes(services.objects.open(key), ask)
+
+
+def _audited_key(
+    services: Services, who: Principal, incident_id: str, kind: str, ask: _RangeAsk | None
+) -> str:
+    """The object key of the evidence; the access is audited (each range request too)."""
     with services.tx() as session:
         row = _get(session, incident_id)
         key = row.clip_key if kind == "clip" else row.snapshot_key
@@ -166,15 +214,81 @@ def _evidence(services: Services, who: Principal, incident_id: str, kind: str) -
                 f"the {kind} of incident {incident_id} is not archived yet"
                 + (f" (clip state: {row.clip_state})" if row.clip_state else ""),
             )
-        audit(session, who.name, "download", kind, incident_id, {"key": key})
-    ttl = timedelta(seconds=services.settings.storage.presign_s)
-    url = services.objects.presigned_get_url(key, ttl)
-    if url is not None:
-        return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
-    stream = services.objects.open(key)
+        detail = {"key": key, "range": ask.range} if ask else {"key": key}
+        audit(session, who.name, "download", kind, incident_id, detail)
+    return key
+
+
+def _local_bytes(stream: ObjectStream, ask: _RangeAsk | None) -> Response:
+    """The whole object (200) or the asked byte range (206, 416), streamed."""
+    info = stream.info
+    etag = f'"{info.sha256}"' if info.sha256 else None
+    headers = {"Accept-Ranges": "bytes", "X-Content-SHA256": info.sha256}
+    if etag:
+        headers["ETag"] = etag
+    span = _byte_range(ask, info.size, etag)
+    if span == _UNSATISFIABLE:
+        stream.close()
+        return Response(
+            status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
+            headers={**headers, "Content-Range": f"bytes */{info.size}"},
+        )
+    body: Iterator[bytes] = stream
+    code = status.HTTP_200_OK
+    headers["Content-Length"] = str(info.size)
+    if span is not None:
+        start, end = span
+        body, code = _slice(stream, start, end), status.HTTP_206_PARTIAL_CONTENT
+        headers["Content-Length"] = str(end - start + 1)
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
     return StreamingResponse(
-        stream,
-        media_type=stream.info.content_type,
-        headers={"Content-Length": str(stream.info.size), "X-Content-SHA256": stream.info.sha256},
+        body,
+        status_code=code,
+        media_type=info.content_type,
+        headers=headers,
         background=BackgroundTask(stream.close),
     )
+
+
+_UNSATISFIABLE = (-1, -1)
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def _byte_range(ask: _RangeAsk | None, size: int, etag: str | None) -> tuple[int, int] | None:
+    """The inclusive byte span a ``Range`` header asks for (RFC 9110 14.2).
+
+    None means "send everything": no or unparsable header, several ranges (may be
+    ignored; media elements ask for one), or an ``If-Range`` that no longer matches.
+    :data:`_UNSATISFIABLE` means 416.
+    """
+    if ask is None or (ask.if_range is not None and ask.if_range != etag):
+        return None
+    found = _RANGE.fullmatch(ask.range.strip())
+    if found is None or found.groups() == ("", ""):
+        return None
+    first, last = found.groups()
+    if not first:  # a suffix: the last N bytes
+        n = int(last)
+        return (max(0, size - n), size - 1) if n > 0 and size > 0 else _UNSATISFIABLE
+    start = int(first)
+    if start >= size:
+        return _UNSATISFIABLE
+    end = min(int(last), size - 1) if last else size - 1
+    return (start, end) if end >= start else None
+
+
+def _slice(chunks: Iterator[bytes], start: int, end: int) -> Iterator[bytes]:
+    """Bytes ``start..end`` (inclusive) of a chunk stream.
+
+    The object store streams from the beginning, so the bytes before ``start`` are read
+    and dropped: clips are a few MB and the local store serves small installations.
+    """
+    pos = 0
+    for chunk in chunks:
+        lo, hi = pos, pos + len(chunk)
+        pos = hi
+        if hi <= start:
+            continue
+        yield chunk[max(0, start - lo) : min(len(chunk), end + 1 - lo)]
+        if hi > end:
+            break
