@@ -133,7 +133,7 @@ def test_workers_share_cameras_and_take_over_a_dead_ones(shared_db: str, tmp_pat
             counts = sorted(len(w.cameras) for w in workers)
             return len(workers) == WORKERS and sum(counts) == CAMERAS and counts[0] >= 8
 
-        wait_for(spread, 60, "30 cameras spread over 3 workers")
+        wait_for(spread, 120, "30 cameras spread over 3 workers")
         wait_for(lambda: _analysed(ports) == set(_camera_ids(db)), 30, "every camera running")
         assert _overlaps(ports) == set()
         with db.session() as session:
