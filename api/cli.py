@@ -99,15 +99,17 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)  # a bad setting fails here, before the heavy imports
     from api.server import run_server
 
-    return run_server(_settings(args), role=args.role)
+    return run_server(settings, role=args.role)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     from api.server import run_demo
 
-    return run_demo(_settings(args))
+    return run_demo(settings)
 
 
 def _analyze(args: argparse.Namespace) -> int:
