@@ -40,6 +40,7 @@ def run_demo(settings: Settings) -> int:
     banner = (
         "\n=== Xueliang demo ===\n"
         f"  admin token : {token}\n"
+        f"  console     : {base}/console/  (log in with the token)\n"
         f"  API docs    : {base}/docs\n"
         f"  health      : {base}/healthz\n"
         f"  demo camera : {camera_id} (a figure crosses every 20 s: incidents within a minute)\n"
