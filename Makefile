@@ -24,6 +24,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	@scripts/apt-ensure $(TEST_PKGS)
 	@scripts/ensure-postgres
+	@scripts/ensure-mosquitto
 	$(BIN)/python -m tests.peers.onvif  # the virtual ONVIF camera (ipycam) in its own venv
 	$(MAKE) lint
 	$(BIN)/pytest -ra

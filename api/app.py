@@ -36,6 +36,7 @@ from api.services import Services
 from config.errors import XueliangError
 from config.settings import Settings
 from ingest.onvif import warm_up as warm_onvif
+from storage.cases import CaseClosed
 from storage.db import DatabaseError
 from storage.errors import ObjectNotFound, StorageError
 from storage.incidents import BadCursor
@@ -112,7 +113,11 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
     if role != "worker":
         app.include_router(api)
     app.add_middleware(HttpMetrics, registry=services.registry)
-    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.server.max_body_bytes,
+        per_path={f"{API_PREFIX}/grids/import": settings.server.max_import_bytes},
+    )
     return app
 
 
@@ -132,6 +137,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         errors = [{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in err.errors()]
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
+    async def conflict(_: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=409)
+
     async def bad_request(_: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=400)
 
@@ -141,6 +149,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(ObjectNotFound, not_found)
     app.add_exception_handler(BadCursor, bad_request)
+    app.add_exception_handler(CaseClosed, conflict)
     app.add_exception_handler(StorageError, unavailable)
     app.add_exception_handler(DatabaseError, unavailable)
     app.add_exception_handler(XueliangError, domain)

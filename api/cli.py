@@ -81,6 +81,7 @@ def _setup_logging(verbose: bool) -> None:
     )
     # urllib3 logs each retry of the S3 client; our own error says what failed and what to do.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per webhook POST otherwise
     from ingest.redact import RedactingFilter
 
     for handler in logging.getLogger().handlers:

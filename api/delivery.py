@@ -23,6 +23,7 @@ import random
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
@@ -247,11 +248,35 @@ class LeaseLost(Exception):
     """Another worker took this consumer over (this one stalled past its lease)."""
 
 
-_metrics: dict[int, Counter] = {}
+class _Lease:
+    """This worker's view of its lease on one consumer (the database holds the truth)."""
+
+    def __init__(self, consumer: str, lease_s: float) -> None:
+        self.consumer = consumer
+        self.lease_s = lease_s
+        self._until = 0.0
+
+    def extend(self) -> tuple[datetime, float]:
+        """(now, lease_s) for a write that extends the lease; assumes the write succeeds
+        (a fenced write that fails raises :class:`LeaseLost` instead)."""
+        self._until = time.monotonic() + self.lease_s
+        return utcnow(), self.lease_s
+
+    def extended_until(self) -> datetime:
+        """The new expiry for a write that extends the lease (same assumption)."""
+        now, lease_s = self.extend()
+        return now + timedelta(seconds=lease_s)
+
+    def remaining(self) -> float:
+        return self._until - time.monotonic()
+
+
+_metrics: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
 
 
 def _attempts_counter(registry: CollectorRegistry) -> Counter:
-    key = id(registry)
+    """One counter per registry (several workers may share one in tests)."""
+    key = registry
     if key not in _metrics:
         _metrics[key] = Counter(
             "xueliang_delivery_attempts",
@@ -284,6 +309,9 @@ class DeliveryWorker:
         self._mqtt: MqttSink | None = None
         self._next_prune = 0.0
         self._attempts = _attempts_counter(services.registry)
+        self._defer_s = self.config.backoff_max_s
+        self._poll = self.config.poll_s
+        self._round_failures = 0
 
     async def run(self) -> None:
         """Deliver until cancelled."""
@@ -304,19 +332,29 @@ class DeliveryWorker:
         url = self.config.mqtt_url
         if url is None:
             return
-        self._mqtt = MqttSink(url, f"xueliang-{self.worker_id}"[:64], self.config.timeout_s)
-        with self.services.db.session() as session:
-            repo.ensure_cursor(session, repo.MQTT_CONSUMER)
-        log.info("publishing events to MQTT broker %s", self._mqtt.describe())
+        try:
+            sink = MqttSink(url, f"xueliang-{self.worker_id}"[:64], self.config.timeout_s)
+            with self.services.db.session() as session:
+                repo.ensure_cursor(session, repo.MQTT_CONSUMER)
+        except Exception as err:  # webhooks must go on without MQTT
+            log.error("events are NOT published to MQTT: %s", err)
+            return
+        self._mqtt = sink
+        log.info("publishing events to MQTT broker %s", sink.describe())
 
     async def _round(self) -> datetime | None:
         """Start draining every due consumer; returns the next retry time, if any."""
         try:
             due, next_retry = await asyncio.to_thread(self._due)
             await self._maybe_prune()
-        except Exception:  # the database may be down: keep the loop alive and retry
-            log.exception("delivery round failed; retrying in %.1fs", self.config.poll_s)
+        except Exception as err:  # the database may be down: keep the loop alive and retry
+            self._round_failures += 1
+            if self._round_failures == 1:
+                log.exception("event delivery paused: %s; retrying every %.1fs", err, self._poll)
             return None
+        if self._round_failures:
+            log.info("event delivery resumed after %d failed rounds", self._round_failures)
+            self._round_failures = 0
         for consumer in due:
             if consumer in self._running or len(self._running) >= self.config.max_parallel:
                 continue
@@ -382,20 +420,28 @@ class DeliveryWorker:
 
     async def _drain(self, consumer: str) -> None:
         """Deliver a consumer's pending events in order until done, failed or lease lost."""
-        owner, lease_s = self.worker_id, self.config.lease_s
-        if not await self._db(lambda s: repo.claim(s, consumer, owner, utcnow(), lease_s)):
+        owner = self.worker_id
+        lease = _Lease(consumer, self.config.lease_s)
+        if not await self._db(lambda s: repo.claim(s, consumer, owner, *lease.extend())):
             return
         try:
-            while await self._drain_batch(consumer):
+            while await self._drain_batch(lease):
                 pass
         except LeaseLost:
             log.warning("lost the delivery lease of %s to another worker", consumer)
+        except Exception as err:  # not the receiver's fault: wait, don't spin on it
+            log.exception("cannot deliver to %s; retrying in %.0fs", consumer, self._defer_s)
+            retry_at = utcnow() + timedelta(seconds=self._defer_s)
+            error = f"internal error: {type(err).__name__}: {err}"
+            with contextlib.suppress(Exception):
+                await self._db(lambda s: repo.defer(s, consumer, owner, retry_at, error))
         finally:
             with contextlib.suppress(Exception):
                 await self._db(lambda s: repo.release(s, consumer, owner))
 
-    async def _drain_batch(self, consumer: str) -> bool:
+    async def _drain_batch(self, lease: _Lease) -> bool:
         """One batch; True when there may be more to deliver right away."""
+        consumer = lease.consumer
         plan = await self._db(lambda s: self._plan(s, consumer))
         if plan is None or not plan.events:
             return False
@@ -403,12 +449,13 @@ class DeliveryWorker:
         for event in plan.events:
             if not plan.wants(event):
                 continue
-            if not await self._attempt(consumer, plan.sink, event, failures + 1):
+            if not await self._attempt(lease, plan.sink, event, failures + 1):
                 return False
             failures = 0
         last = plan.events[-1].seq
         if not plan.wants(plan.events[-1]):  # trailing events nobody here wants
-            await self._fenced(lambda s: repo.skip_to(s, consumer, self.worker_id, last))
+            until = lease.extended_until()
+            await self._fenced(lambda s: repo.skip_to(s, consumer, self.worker_id, last, until))
         return len(plan.events) == self.config.batch
 
     def _plan(self, session: Session, consumer: str) -> Plan | None:
@@ -431,10 +478,12 @@ class DeliveryWorker:
         types = frozenset(sub.types) if sub.types is not None else None
         return Plan(cursor.failures, events, sink, types, grids)
 
-    async def _attempt(self, consumer: str, sink: Sink, event: EventRecord, attempt: int) -> bool:
+    async def _attempt(self, lease: _Lease, sink: Sink, event: EventRecord, attempt: int) -> bool:
         """Send one event once and record the outcome; True when it was delivered."""
-        lease_s = self.config.lease_s
-        await self._fenced(lambda s: repo.renew(s, consumer, self.worker_id, utcnow(), lease_s))
+        consumer, owner = lease.consumer, self.worker_id
+        if lease.remaining() < self.config.timeout_s + self.config.connect_timeout_s + 1:
+            # The lease must outlive the attempt; successes extend it, so this is rare.
+            await self._fenced(lambda s: repo.renew(s, consumer, owner, *lease.extend()))
         at, started = utcnow(), time.perf_counter()
         sent = await sink.send(event, encode(event))
         duration_ms = (time.perf_counter() - started) * 1000
@@ -442,13 +491,12 @@ class DeliveryWorker:
         kind = "mqtt" if consumer == repo.MQTT_CONSUMER else "webhook"
         self._attempts.labels(kind, "ok" if sent.ok else "failed").inc()
         if sent.ok:
-            await self._fenced(lambda s: repo.record_success(s, consumer, self.worker_id, record))
+            until = lease.extended_until()
+            await self._fenced(lambda s: repo.record_success(s, consumer, owner, record, until))
             return True
         delay = self._policy.base_delay(attempt) * (1 - self._policy.jitter * self._rng.random())
         retry_at = utcnow() + timedelta(seconds=delay)
-        await self._fenced(
-            lambda s: repo.record_failure(s, consumer, self.worker_id, record, retry_at)
-        )
+        await self._fenced(lambda s: repo.record_failure(s, consumer, owner, record, retry_at))
         log.warning(
             "delivery of event %d to %s failed (attempt %d): %s; retrying in %.1fs",
             event.seq,

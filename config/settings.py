@@ -151,11 +151,34 @@ class WorkerSettings(_Section):
     )
 
 
+class DeliverySettings(_Section):
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="One webhook or MQTT send.")
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    backoff_initial_s: float = Field(default=1.0, gt=0, le=600, description="First retry delay.")
+    backoff_max_s: float = Field(default=300.0, gt=0, le=86400, description="Longest retry delay.")
+    jitter: float = Field(default=0.25, ge=0, le=1, description="Random share of each delay.")
+    poll_s: float = Field(default=1.0, gt=0, le=60, description="Check for new events this often.")
+    lease_s: float = Field(
+        default=30.0, gt=0, le=3600, description="A worker's hold on one subscription's queue."
+    )
+    batch: int = Field(default=100, ge=1, le=10000)
+    max_parallel: int = Field(
+        default=16, ge=1, le=1000, description="Subscriptions served at once."
+    )
+    log_retention_days: int = Field(default=30, ge=1, le=3650, description="Delivery log kept.")
+
+
 class ServerSettings(_Section):
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(
         default=8 << 20, ge=1024, le=1 << 30, description="Largest request body (bytes)."
+    )
+    max_import_bytes: int = Field(
+        default=256 << 20,
+        ge=1024,
+        le=4 << 30,
+        description="Largest body of POST /grids/import (a city's GeoJSON boundaries).",
     )
 
 
@@ -181,6 +204,7 @@ class Settings(BaseSettings):
     crowd: CrowdSettings = CrowdSettings()
     archive: ArchiveSettings = ArchiveSettings()
     workers: WorkerSettings = WorkerSettings()
+    delivery: DeliverySettings = DeliverySettings()
     server: ServerSettings = ServerSettings()
 
     @classmethod

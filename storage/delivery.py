@@ -204,8 +204,11 @@ def _log(session: Session, consumer: str, a: Attempt) -> None:
     )
 
 
-def record_success(session: Session, consumer: str, owner: str, a: Attempt) -> bool:
-    """Log the attempt and advance the cursor to its seq; False when the lease was lost."""
+def record_success(
+    session: Session, consumer: str, owner: str, a: Attempt, lease_until: datetime
+) -> bool:
+    """Log the attempt, advance the cursor to its seq and extend the lease to
+    ``lease_until``; False when the lease was lost."""
     result = session.execute(
         update(DeliveryCursor)
         .where(
@@ -218,6 +221,7 @@ def record_success(session: Session, consumer: str, owner: str, a: Attempt) -> b
             failures=0,
             next_attempt_at=None,
             last_error=None,
+            lease_until=lease_until,
             updated_at=a.at,
         )
     )
@@ -247,7 +251,18 @@ def record_failure(
     return True
 
 
-def skip_to(session: Session, consumer: str, owner: str, seq: int) -> bool:
+def defer(session: Session, consumer: str, owner: str, retry_at: datetime, error: str) -> bool:
+    """Postpone a consumer that cannot be served (not the receiver's fault: e.g. its secret
+    cannot be decrypted with this installation's key); False when the lease was lost."""
+    result = session.execute(
+        update(DeliveryCursor)
+        .where(DeliveryCursor.consumer == consumer, DeliveryCursor.lease_owner == owner)
+        .values(next_attempt_at=retry_at, last_error=error[:2000], updated_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def skip_to(session: Session, consumer: str, owner: str, seq: int, lease_until: datetime) -> bool:
     """Move the cursor past events this consumer does not want; False when the lease was lost."""
     result = session.execute(
         update(DeliveryCursor)
@@ -256,7 +271,7 @@ def skip_to(session: Session, consumer: str, owner: str, seq: int) -> bool:
             DeliveryCursor.lease_owner == owner,
             DeliveryCursor.last_delivered_seq < seq,
         )
-        .values(last_delivered_seq=seq, updated_at=utcnow())
+        .values(last_delivered_seq=seq, lease_until=lease_until, updated_at=utcnow())
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -36,7 +36,7 @@ class Grid(Base):
     level: Mapped[str] = mapped_column(String(16), index=True)
     parent_code: Mapped[str | None] = mapped_column(String(64), index=True)
     #: GeoJSON Polygon or MultiPolygon (WGS 84, lon/lat), validated on the way in.
-    boundary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    boundary: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
@@ -83,8 +83,8 @@ class Subscription(Base):
     url: Mapped[str] = mapped_column(Text)
     #: The HMAC secret, encrypted at rest (the API never returns it).
     secret_enc: Mapped[str] = mapped_column(Text)
-    types: Mapped[list[str] | None] = mapped_column(JSON)
-    grid_codes: Mapped[list[str] | None] = mapped_column(JSON)
+    types: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    grid_codes: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
     created_by: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

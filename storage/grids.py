@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
+import json
 import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import shapely  # type: ignore[import-untyped]
-from shapely.geometry import shape  # type: ignore[import-untyped]
-from sqlalchemy import String, cast, func, insert, literal, select, update
+import numpy as np
+import shapely
+from sqlalchemy import String, Text, cast, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -78,6 +78,41 @@ class ImportResult:
 
 def check_boundary(geometry: Any) -> Any:
     """The shapely geometry of a GeoJSON Polygon/MultiPolygon; :class:`BoundaryError` if bad."""
+    problem, geom = check_boundaries([geometry])[0]
+    if problem is not None:
+        raise BoundaryError(problem)
+    return geom
+
+
+def check_boundaries(geometries: Sequence[Any]) -> list[tuple[str | None, Any]]:
+    """(problem or None, shapely geometry or None) of each GeoJSON geometry, vectorised."""
+    problems: list[str | None] = []
+    for geometry in geometries:
+        try:
+            _check_structure(geometry)
+            problems.append(None)
+        except BoundaryError as err:
+            problems.append(str(err))
+    good = [i for i, p in enumerate(problems) if p is None]
+    geoms: list[Any] = [None] * len(geometries)
+    if good:
+        texts = [json.dumps(geometries[i]) for i in good]
+        parsed = shapely.from_geojson(texts, on_invalid="ignore")
+        valid, areas = shapely.is_valid(parsed), shapely.area(parsed)
+        for k, i in enumerate(good):
+            geoms[i] = parsed[k]
+            if parsed[k] is None:
+                problems[i] = "not a valid GeoJSON geometry"
+            elif not valid[k]:
+                reason = str(shapely.is_valid_reason(parsed[k]))
+                problems[i] = _validity_message(reason, geometries[i]["type"])
+            elif areas[k] == 0:
+                problems[i] = "zero area: the ring's positions are collinear or repeated"
+    return list(zip(problems, geoms, strict=True))
+
+
+def _check_structure(geometry: Any) -> None:
+    """GeoJSON shape, closed rings and WGS 84 ranges, with the place of the first problem."""
     if not isinstance(geometry, dict):
         raise BoundaryError("must be a GeoJSON Polygon or MultiPolygon object")
     kind, coords = geometry.get("type"), geometry.get("coordinates")
@@ -92,39 +127,32 @@ def check_boundary(geometry: Any) -> Any:
             raise BoundaryError(f"{where}has no rings")
         for r, ring in enumerate(rings):
             _check_ring(ring, f"{where}ring {r}")
-    geom = shape(geometry)
-    if not bool(geom.is_valid):
-        raise BoundaryError(_validity_message(str(shapely.is_valid_reason(geom)), kind))
-    if float(geom.area) == 0.0:
-        raise BoundaryError("zero area: the ring's positions are collinear or repeated")
-    return geom
 
 
 def _check_ring(ring: Any, where: str) -> None:
     if not isinstance(ring, list) or len(ring) < 4:
         size = len(ring) if isinstance(ring, list) else 0
         raise BoundaryError(f"{where} has {size} positions; a closed ring needs at least 4")
-    for i, pos in enumerate(ring):
-        _check_position(pos, f"{where} position {i}")
-    if ring[0][:2] != ring[-1][:2]:
+    try:
+        arr = np.asarray(ring)
+    except ValueError:  # ragged
+        arr = np.asarray([])
+    if arr.ndim != 2 or arr.shape[1] not in (2, 3) or arr.dtype.kind not in "iuf":
+        raise BoundaryError(f"{where}: each position must be [lon, lat] with numbers")
+    _check_range(arr[:, 0], 180, f"{where}", "longitude")
+    _check_range(arr[:, 1], 90, f"{where}", "latitude")
+    if not np.array_equal(arr[0, :2], arr[-1, :2]):
         raise BoundaryError(f"{where} is not closed: its first and last positions differ")
 
 
-def _check_position(pos: Any, where: str) -> None:
-    if (
-        not isinstance(pos, list)
-        or len(pos) not in (2, 3)
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pos)
-        or not all(math.isfinite(v) for v in pos)
-    ):
-        raise BoundaryError(f"{where} must be [lon, lat] with finite numbers")
-    lon, lat = pos[0], pos[1]
-    if not -180 <= lon <= 180:
+def _check_range(values: Any, bound: float, where: str, name: str) -> None:
+    bad = ~np.isfinite(values) | (values < -bound) | (values > bound)
+    if bad.any():
+        i = int(np.argmax(bad))
         raise BoundaryError(
-            f"{where}: longitude {lon} outside -180..180 (positions are [lon, lat])"
+            f"{where} position {i}: {name} {values[i]} outside -{bound}..{bound} "
+            "(positions are [lon, lat] in WGS 84)"
         )
-    if not -90 <= lat <= 90:
-        raise BoundaryError(f"{where}: latitude {lat} outside -90..90 ([lon, lat] order)")
 
 
 _REASON = re.compile(r"^(?P<what>.*?)\s*\[(?P<x>\S+) (?P<y>\S+)\]$")
@@ -287,9 +315,7 @@ def import_grids(
     specs = _parse_features(features, problems)
     known = {
         code: (level, parent)
-        for code, level, parent in session.execute(
-            select(Grid.code, Grid.level, Grid.parent_code)
-        )
+        for code, level, parent in session.execute(select(Grid.code, Grid.level, Grid.parent_code))
     }
     _check_hierarchy(specs, {c: lv for c, (lv, _) in known.items()}, problems)
     if within is not None:
@@ -322,7 +348,7 @@ def _parse_features(features: list[Any], problems: list[str]) -> list[tuple[int,
         code = props.get("code") if isinstance(props, dict) else None
         try:
             spec = _parse_feature(feature)
-        except (GridError, BoundaryError) as err:
+        except GridError as err:
             problems.append(f"{_label(i, code)}: {err}")
             continue
         if spec.code in seen:
@@ -330,7 +356,19 @@ def _parse_features(features: list[Any], problems: list[str]) -> list[tuple[int,
             continue
         seen[spec.code] = i
         specs.append((i, spec))
-    return specs
+    with_boundary = [(i, s) for i, s in specs if s.boundary is not None]
+    checked = check_boundaries([s.boundary for _, s in with_boundary])
+    bad = set()
+    for (i, spec), (problem, _) in zip(with_boundary, checked, strict=True):
+        if problem is not None:
+            problems.append(f"{_label(i, spec.code)}: {problem}")
+            bad.add(i)
+    problems.sort(key=_feature_index)
+    return [(i, s) for i, s in specs if i not in bad]
+
+
+def _feature_index(problem: str) -> int:
+    return int(problem[len("features[") : problem.index("]")])
 
 
 def _parse_feature(feature: Any) -> GridSpec:
@@ -350,8 +388,6 @@ def _parse_feature(feature: Any) -> GridSpec:
     geometry = feature.get("geometry")
     spec = GridSpec(code=code, name=name, level=level, parent_code=parent, boundary=geometry)
     _check_spec_fields(spec)
-    if geometry is not None:
-        check_boundary(geometry)
     return spec
 
 
@@ -452,15 +488,17 @@ def _write(session: Session, specs: list[GridSpec], existing: set[str]) -> tuple
 class GridIndex:
     """An STRtree over the grid boundaries of one revision of the grids table."""
 
-    def __init__(self, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
-        codes, ranks, geoms = [], [], []
+    def __init__(self, rows: Iterable[tuple[str, str, dict[str, Any] | str]]) -> None:
+        """``rows``: (code, level, GeoJSON boundary as a mapping or as JSON text)."""
+        codes, ranks, texts = [], [], []
         for code, level, boundary in rows:
             codes.append(code)
             ranks.append(LEVEL_RANK.get(level, 0))
-            geoms.append(shape(boundary))
+            texts.append(boundary if isinstance(boundary, str) else json.dumps(boundary))
+        geoms: Any = shapely.from_geojson(texts) if texts else []
         self.codes = codes
         self._ranks = ranks
-        self._areas = [float(a) for a in shapely.area(geoms)] if geoms else []
+        self._areas = [float(a) for a in shapely.area(geoms)] if texts else []
         self._tree = shapely.STRtree(geoms)
 
     def __len__(self) -> int:
@@ -487,24 +525,27 @@ class GridIndex:
 
 
 _cache_lock = threading.Lock()
-_cache: dict[str, tuple[tuple[int, str], GridIndex]] = {}
+_cache: dict[str, tuple[str, GridIndex]] = {}
 
 
 def grid_index(session: Session) -> GridIndex:
     """The index of the grids this session sees, rebuilt only when the grids changed."""
-    stamp_row = session.execute(
-        select(func.count(Grid.code), func.max(Grid.updated_at)).where(Grid.boundary.is_not(None))
-    ).one()
-    stamp = (int(stamp_row[0]), str(stamp_row[1]))
+    # Grids are never deleted, and every write sets updated_at: its maximum (read from an
+    # index) names the revision. An uncommitted import's index is rebuilt after a rollback,
+    # because the committed maximum then differs.
+    stamp = str(session.scalar(select(func.max(Grid.updated_at))))
     key = str(session.get_bind().engine.url)
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None and cached[0] == stamp:
             return cached[1]
+        # The boundaries as JSON text: GEOS parses them without a round trip through Python.
         rows = session.execute(
-            select(Grid.code, Grid.level, Grid.boundary).where(Grid.boundary.is_not(None))
+            select(Grid.code, Grid.level, cast(Grid.boundary, Text)).where(
+                Grid.boundary.is_not(None)
+            )
         )
-        index = GridIndex((c, lv, b) for c, lv, b in rows if b is not None)
+        index = GridIndex((c, lv, b) for c, lv, b in rows if b)
         _cache[key] = (stamp, index)
         return index
 
@@ -545,6 +586,8 @@ def reassign_cameras(session: Session) -> int:
         Camera.grid_auto.is_(True) | Camera.grid_code.is_(None),
     )
     cameras = list(session.scalars(query))
+    if not cameras:
+        return 0
     points = [(float(c.lon or 0.0), float(c.lat or 0.0)) for c in cameras]
     codes = grid_index(session).locate_many(points)
     changed = 0

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
 from config.errors import XueliangError
 from storage.events import append_event
@@ -181,8 +182,11 @@ def history(session: Session, incident_id: str) -> list[IncidentAction]:
 
 @dataclass(frozen=True)
 class IncidentFilter:
+    """``within``: SELECTs of grid codes (e.g. ``storage.grids.subtree_query``); an incident
+    must have its grid in each of them (a requested subtree, the caller's scope)."""
+
     camera_id: str | None = None
-    grid_codes: tuple[str, ...] | None = None
+    within: tuple[Select[tuple[str]], ...] = ()
     type: str | None = None
     status: str | None = None
     since: datetime | None = None
@@ -198,7 +202,6 @@ def list_incidents(
         c
         for c in (
             Incident.camera_id == f.camera_id if f.camera_id else None,
-            Incident.grid_code.in_(f.grid_codes) if f.grid_codes is not None else None,
             Incident.type == f.type if f.type else None,
             Incident.status == f.status if f.status else None,
             Incident.started_at >= f.since if f.since else None,
@@ -206,6 +209,7 @@ def list_incidents(
         )
         if c is not None
     ]
+    conditions += [Incident.grid_code.in_(codes) for codes in f.within]
     if cursor:
         at, last_id = decode_cursor(cursor)
         conditions.append(

@@ -9,6 +9,7 @@ from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from sqlalchemy.orm import Session
 
 from api.deps import ServicesDep, require
 from api.routes.onvif import OnvifRegistration, onvif_snapshot, register_onvif_camera
@@ -25,11 +26,13 @@ from api.schemas.cameras import (
     RecordingIn,
     ZoneIn,
 )
+from api.scope import allows, check_visible, visible_grid_codes
 from api.services import Services
 from config.errors import XueliangError
 from ingest.redact import redact_url
 from storage import cameras as repo
 from storage.audit import audit
+from storage.grids import place_camera
 from storage.models import Camera, utcnow
 from storage.tokens import Principal
 
@@ -58,10 +61,25 @@ def _out(row: Camera) -> CameraOut:
     )
 
 
-def _found(services: Services, row: Camera | None, camera_id: str) -> Camera:
+def _camera(session: Session, camera_id: str, who: Principal) -> Camera:
+    """The camera, if it exists and lies in the caller's grid scope (else 404)."""
+    row = repo.get_camera(session, camera_id)
+    not_found = f"no camera {camera_id}"
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, not_found)
+    check_visible(visible_grid_codes(session, who), row.grid_code, not_found)
     return row
+
+
+def _placed(session: Session, row: Camera, who: Principal, grid_given: bool) -> None:
+    """Set the camera's grid (given, or the smallest containing its location); a scoped
+    caller may only place cameras inside its scope."""
+    place_camera(session, row, grid_given=grid_given)
+    if not allows(visible_grid_codes(session, who), row.grid_code):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"grid {row.grid_code} is outside your token's scope ({who.grid_scope})",
+        )
 
 
 def _check_scheme(services: Services, field: str, url: str | None) -> None:
@@ -136,21 +154,27 @@ def _insert_camera(
     _set_url(services, row, "sub", found.sub_url if found else body.substream_url)
     with services.tx() as session:
         session.add(row)
+        _placed(session, row, who, grid_given=body.grid_code is not None)
         audit(session, who.name, "create", "camera", row.id)
     services.cameras_changed()
     return _out(row)
 
 
 @router.get("", response_model=CameraList)
-def list_cameras(services: ServicesDep, _: Viewer) -> CameraList:
+def list_cameras(services: ServicesDep, who: Viewer) -> CameraList:
     with services.db.session() as session:
-        return CameraList(items=[_out(r) for r in repo.list_cameras(session)])
+        return CameraList(items=[_out(r) for r in _visible_cameras(session, who)])
+
+
+def _visible_cameras(session: Session, who: Principal) -> list[Camera]:
+    visible = visible_grid_codes(session, who)
+    return [c for c in repo.list_cameras(session) if allows(visible, c.grid_code)]
 
 
 @router.get("/availability", response_model=AvailabilityReport)
 def availability(
     services: ServicesDep,
-    _: Viewer,
+    who: Viewer,
     since: Annotated[datetime | None, Query(description="Default: 24 h before `until`.")] = None,
     until: Annotated[datetime | None, Query(description="Default: now.")] = None,
 ) -> AvailabilityReport:
@@ -160,7 +184,7 @@ def availability(
     if since >= until:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "since must be before until")
     with services.db.session() as session:
-        cams = repo.list_cameras(session)
+        cams = _visible_cameras(session, who)
         names = {c.id: c.name for c in cams}
         rows = repo.availability(session, names, since, until)
     items = [
@@ -184,9 +208,9 @@ def _aware(t: datetime) -> datetime:
 
 
 @router.get("/{camera_id}", response_model=CameraOut)
-def get_camera(camera_id: str, services: ServicesDep, _: Viewer) -> CameraOut:
+def get_camera(camera_id: str, services: ServicesDep, who: Viewer) -> CameraOut:
     with services.db.session() as session:
-        return _out(_found(services, repo.get_camera(session, camera_id), camera_id))
+        return _out(_camera(session, camera_id, who))
 
 
 @router.patch("/{camera_id}", response_model=CameraOut)
@@ -197,7 +221,7 @@ def patch_camera(
     _check_scheme(services, "substream_url", body.substream_url)
     changes = body.model_dump(exclude_unset=True)
     with services.tx() as session:
-        row = _found(services, repo.get_camera(session, camera_id), camera_id)
+        row = _camera(session, camera_id, who)
         if "rtsp_url" in changes:
             _set_url(
                 services,
@@ -214,6 +238,8 @@ def patch_camera(
         for key in ("name", "grid_code", "zones", "analytics", "recording", "enabled"):
             if key in changes:
                 setattr(row, key, changes[key] if changes[key] is not None else _empty(key))
+        if "location" in changes or "grid_code" in changes:
+            _placed(session, row, who, grid_given="grid_code" in changes)
         row.version += 1
         row.updated_at = utcnow()
         audit(session, who.name, "update", "camera", camera_id, {"fields": sorted(changes)})
@@ -233,16 +259,16 @@ def _empty(key: str) -> object:
 @router.delete("/{camera_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_camera(camera_id: str, services: ServicesDep, who: Integrator) -> None:
     with services.tx() as session:
-        if not repo.delete_camera(session, camera_id):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id}")
+        _camera(session, camera_id, who)
+        repo.delete_camera(session, camera_id)
         audit(session, who.name, "delete", "camera", camera_id)
     services.cameras_changed()
 
 
 @router.get("/{camera_id}/status", response_model=CameraStatusOut)
-def camera_status(camera_id: str, services: ServicesDep, _: Viewer) -> CameraStatusOut:
+def camera_status(camera_id: str, services: ServicesDep, who: Viewer) -> CameraStatusOut:
     with services.db.session() as session:
-        row = _found(services, repo.get_camera(session, camera_id), camera_id)
+        row = _camera(session, camera_id, who)
         st = repo.get_status(session, camera_id)
         if not row.enabled:
             return CameraStatusOut(state="disabled")
@@ -251,10 +277,9 @@ def camera_status(camera_id: str, services: ServicesDep, _: Viewer) -> CameraSta
         return CameraStatusOut.model_validate(st, from_attributes=True)
 
 
-def _onvif_known(services: Services, camera_id: str) -> bool:
+def _onvif_known(services: Services, camera_id: str, who: Principal) -> bool:
     with services.db.session() as session:
-        row = _found(services, repo.get_camera(session, camera_id), camera_id)
-        return bool(row.onvif)
+        return bool(_camera(session, camera_id, who).onvif)
 
 
 @router.get(
@@ -262,9 +287,9 @@ def _onvif_known(services: Services, camera_id: str) -> bool:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "No frame yet."}},
 )
-async def snapshot(camera_id: str, services: ServicesDep, _: Watcher) -> Response:
+async def snapshot(camera_id: str, services: ServicesDep, who: Watcher) -> Response:
     """The latest frame; from the camera's ONVIF snapshot URI when its stream is down."""
-    has_onvif = await asyncio.to_thread(_onvif_known, services, camera_id)
+    has_onvif = await asyncio.to_thread(_onvif_known, services, camera_id, who)
     jpeg = await asyncio.to_thread(services.snapshot, camera_id)
     if jpeg is None and has_onvif:
         with contextlib.suppress(XueliangError):

@@ -24,9 +24,11 @@ from api.schemas.incidents import (
     ReviewIn,
     SnapshotRef,
 )
+from api.scope import check_visible, visible_grid_codes
 from api.services import Services
 from storage import incidents as repo
 from storage.audit import audit
+from storage.grids import subtree_query
 from storage.models import Incident
 from storage.objects import ObjectStream
 from storage.tokens import Principal
@@ -75,7 +77,7 @@ def incident_out(session: Session, row: Incident, with_history: bool = False) ->
 @router.get("", response_model=IncidentPage)
 def list_incidents(
     services: ServicesDep,
-    _: Reader,
+    who: Reader,
     camera_id: str | None = None,
     grid_code: str | None = None,
     type: IncidentType | None = None,
@@ -86,9 +88,10 @@ def list_incidents(
     cursor: str | None = None,
 ) -> IncidentPage:
     """Newest first; follow ``next_cursor`` for older pages."""
+    within = [subtree_query(code) for code in (grid_code, who.grid_scope) if code]
     f = repo.IncidentFilter(
         camera_id=camera_id,
-        grid_codes=(grid_code,) if grid_code else None,
+        within=tuple(within),
         type=type,
         status=status,
         since=_time("since", since),
@@ -113,17 +116,21 @@ def _time(name: str, value: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _get(session: Session, incident_id: str) -> Incident:
+def _get(session: Session, incident_id: str, who: Principal) -> Incident:
+    """The incident, if it exists and lies in the caller's grid scope (else 404: a scoped
+    token must not learn what exists elsewhere)."""
     row = session.get(Incident, incident_id)
+    not_found = f"no incident {incident_id}"
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no incident {incident_id}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, not_found)
+    check_visible(visible_grid_codes(session, who), row.grid_code, not_found)
     return row
 
 
 @router.get("/{incident_id}", response_model=IncidentOut)
-def get_incident(incident_id: str, services: ServicesDep, _: Reader) -> IncidentOut:
+def get_incident(incident_id: str, services: ServicesDep, who: Reader) -> IncidentOut:
     with services.db.session() as session:
-        return incident_out(session, _get(session, incident_id), with_history=True)
+        return incident_out(session, _get(session, incident_id, who), with_history=True)
 
 
 @router.post("/{incident_id}/review", response_model=IncidentOut)
@@ -131,7 +138,7 @@ def review_incident(
     incident_id: str, body: ReviewIn, services: ServicesDep, who: Reviewer
 ) -> IncidentOut:
     with services.tx() as session:
-        _get(session, incident_id)
+        _get(session, incident_id, who)
         try:
             row = repo.review(session, incident_id, body.action, who.name, body.note)
         except repo.ReviewConflict as err:
@@ -206,7 +213,7 @@ def _audited_key(
 ) -> str:
     """The object key of the evidence; the access is audited (each range request too)."""
     with services.tx() as session:
-        row = _get(session, incident_id)
+        row = _get(session, incident_id, who)
         key = row.clip_key if kind == "clip" else row.snapshot_key
         if key is None or (kind == "clip" and row.clip_state != "archived"):
             raise HTTPException(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -100,6 +101,9 @@ def test_put_builds_a_hierarchy_that_lists_pages_and_audits(api: Api) -> None:
         assert subtree_codes(session, "CITY") == ["CITY", "K1", "K2", "T1"]
         assert subtree_codes(session, "K1") == ["K1", "T1"]
         assert subtree_codes(session, "UNKNOWN") == ["UNKNOWN"]
+        # Grids without a boundary (CITY, K1, K2) are never chosen; T1 contains the point.
+        assert assign_grid(session, lat=0.5, lon=0.5) == "T1"
+        assert assign_grid(session, lat=5.0, lon=5.0) is None
 
 
 @pytest.mark.parametrize(
@@ -112,7 +116,10 @@ def test_put_builds_a_hierarchy_that_lists_pages_and_audits(api: Api) -> None:
             {
                 "name": "x",
                 "level": "grid",
-                "boundary": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]},
+                "boundary": {
+                    "type": "Polygon",
+                    "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]],
+                },
             },
             "boundary",
             "self-intersecting ring at (0.5, 0.5)",
@@ -156,7 +163,9 @@ def test_put_refuses_bad_grids_saying_why(
 def test_a_level_change_may_not_put_a_grid_below_its_children(api: Api) -> None:
     h = api.as_role("integrator")
     api.client.put(f"{G}/T", json={"name": "t", "level": "town"}, headers=h)
-    api.client.put(f"{G}/C", json={"name": "c", "level": "community", "parent_code": "T"}, headers=h)
+    api.client.put(
+        f"{G}/C", json={"name": "c", "level": "community", "parent_code": "T"}, headers=h
+    )
     r = api.client.put(f"{G}/T", json={"name": "t", "level": "grid"}, headers=h)
     assert r.status_code == 422 and "has child 'C'" in r.json()["detail"]
 
@@ -187,7 +196,10 @@ def test_import_nested_grids_and_place_points_in_the_smallest_grid(api: Api) -> 
 
 
 def test_index_rule_is_independent_of_insertion_order() -> None:
-    rows = [(f["properties"]["code"], f["properties"]["level"], f["geometry"]) for f in NESTED["features"]]
+    rows = [
+        (f["properties"]["code"], f["properties"]["level"], f["geometry"])
+        for f in NESTED["features"]
+    ]
     for ordering in (rows, rows[::-1]):
         index = GridIndex(ordering)
         assert [index.locate(*p) for p, _ in PLACEMENTS] == [e for _, e in PLACEMENTS]
@@ -253,7 +265,12 @@ def test_importing_grids_places_and_re_places_automatic_cameras_only(api: Api) -
     assert _grid_of(api, unplaced) == ("GB", True)
     assert _grid_of(api, explicit) == ("HANDPICKED", False)
     # One grid's PUT re-places too.
-    body = {"name": "GA", "level": "grid", "parent_code": "C1", "boundary": square(120.0, 30.0, 120.2, 30.5)}
+    body = {
+        "name": "GA",
+        "level": "grid",
+        "parent_code": "C1",
+        "boundary": square(120.0, 30.0, 120.2, 30.5),
+    }
     h = api.as_role("integrator")
     assert api.client.put(f"{G}/GA", json=body, headers=h).status_code == 200
     assert _grid_of(api, unplaced) == ("GA", True)
@@ -313,7 +330,7 @@ def test_a_scoped_token_sees_and_writes_its_subtree_only(api: Api) -> None:
     )
     r = api.client.post(f"{G}/import", json=body, headers=writer)
     assert r.status_code == 422
-    assert r.json()["detail"] == "features[1] (code \"GS\"): outside this token's grid scope"
+    assert r.json()["detail"] == 'features[1] (code "GS"): outside this token\'s grid scope'
 
 
 def _lattice(cols: int, rows: int, cell: float) -> dict[str, Any]:
@@ -355,8 +372,6 @@ def test_twenty_thousand_grids_import_and_a_thousand_placements(api: Api) -> Non
     assert r.status_code == 200, r.text[:500]
     assert r.json()["created"] == len(body["features"])
 
-    import random
-
     rng = random.Random(7)
     cells = [(rng.randrange(cols), rng.randrange(rows)) for _ in range(1000)]
     points = [
@@ -372,6 +387,7 @@ def test_twenty_thousand_grids_import_and_a_thousand_placements(api: Api) -> Non
         assign_s = time.perf_counter() - started
     assert got == [f"G{i}-{j}" for i, j in cells]
     print(
-        f"\n[{api.services.db.dialect}] import of {len(body['features'])} grids: {imported_s:.2f} s; "
-        f"index build: {index_s:.2f} s; 1000 placements: {assign_s * 1000:.0f} ms"
+        f"\n[{api.services.db.dialect}] import of {len(body['features'])} grids: "
+        f"{imported_s:.2f} s; index build: {index_s:.2f} s; "
+        f"1000 placements: {assign_s * 1000:.0f} ms"
     )
