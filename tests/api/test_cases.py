@@ -111,7 +111,7 @@ def test_closing_a_case_releases_its_hold_and_freezes_its_links(api: Api) -> Non
         assert held_incident_ids(session, [inc1, inc2, inc3]) == {inc2}  # case_b still open
         assert held_incident_ids(session, []) == set()
     frozen = api.client.post(f"{C}/{case_a['id']}/incidents", json={"incident_id": inc3}, headers=h)
-    assert frozen.status_code == 422 and "reopen" in frozen.json()["detail"]
+    assert frozen.status_code == 409 and "reopen" in frozen.json()["detail"]
     reopened = api.client.patch(f"{C}/{case_a['id']}", json={"status": "open"}, headers=h)
     assert reopened.json()["status"] == "open" and reopened.json()["closed_at"] is None
     with api.services.db.session() as session:
