@@ -123,6 +123,7 @@ class CameraPipeline:
     _counter: PersonCounter | None = field(default=None, init=False)
     _crowd_rules: dict[str, CrowdRules] = field(default_factory=dict, init=False)
     _open: dict[str, _Open] = field(default_factory=dict, init=False)
+    _early_peak: dict[str, tuple[Image, float]] = field(default_factory=dict, init=False)
     _finishing: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _last_motion: float = field(default=-1e18, init=False)
     _last_detect: float = field(default=-1e18, init=False)
@@ -197,6 +198,8 @@ class CameraPipeline:
                     await self._end(key, event.at, event.peak_persons)
                 elif isinstance(event, CrowdStarted):
                     await self._start(key, "crowd", event.started_at)
+                    incident = self._open[key]
+                    incident.peak_score = max(incident.peak_score, float(event.persons))
                 elif isinstance(event, CrowdPeak):
                     label = f"{event.persons} persons"
                     image = await asyncio.to_thread(draw_boxes, frame.image, result.boxes, label)
@@ -204,9 +207,16 @@ class CameraPipeline:
 
     # Incidents -----------------------------------------------------------------------------
     def _keep_peak(self, key: str, image: Image, score: float) -> None:
-        """Keep one frame per incident: the best so far (most motion, most persons)."""
+        """Keep one frame per incident: the best so far (most motion, most persons).
+
+        A gathering's peak may come during its dwell time, before the incident exists: it
+        is held and handed to the incident when it starts.
+        """
         incident = self._open.get(key)
-        if incident is not None:
+        if incident is None:
+            if key != MOTION:  # motion rules report peaks of the incident run only
+                self._early_peak[key] = (image, score)
+        elif score >= incident.peak_score:
             incident.peak_image, incident.peak_score = image, score
 
     async def _start(self, key: str, type_: str, started_wallclock: float) -> None:
@@ -228,7 +238,9 @@ class CameraPipeline:
             spool_host=self.spool_host,
         )
         await asyncio.to_thread(self._db_create, new)
-        self._open[key] = _Open(incident_id, type_, started_at, job)
+        incident = self._open[key] = _Open(incident_id, type_, started_at, job)
+        if key in self._early_peak:
+            incident.peak_image, incident.peak_score = self._early_peak.pop(key)
         log.info("camera %s: %s incident %s started", self.camera_id, type_, incident_id)
 
     def _db_create(self, new: NewIncident) -> None:
