@@ -206,13 +206,17 @@ def _report(r: dict[str, Any]) -> None:
             "-" if s["fps_min"] is None else f"{s['fps_min']:.1f}",
             f"{100 * s['service_cores']:.0f}",
             s["load"][0],
+            "yes" if s["real_time"] else "NO",
         )
         for s in r["steps"]
     ]
-    print_table(
-        ("cameras", "RSS MiB", "peak MiB", "online", "main fps min", "svc %core", "load"), rows
+    headers = ("cameras", "RSS MiB", "peak MiB", "online", "main fps min", "svc %core", "load")
+    print_table((*headers, "real time"), rows)
+    print(
+        f"slope over the real-time steps {r['slope_over_steps']}: {r['mib_per_camera']:.2f} MiB "
+        f"per camera (intercept {r['mib_at_zero']:.0f} MiB); over every step "
+        f"{r['mib_per_camera_all_steps']:.2f} MiB"
     )
-    print(f"slope: {r['mib_per_camera']:.2f} MiB per camera (intercept {r['mib_at_zero']:.0f} MiB)")
     print(
         f"ffmpeg: decoding the substream {r['ffmpeg_decode_sub_mib']:.1f} MiB; one camera's job "
         f"{r['ffmpeg_camera_job_mib']:.1f} MiB; 4 in one process "
