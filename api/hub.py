@@ -27,7 +27,13 @@ class EventHub:
         bell, self._bell = self._bell, asyncio.Event()
         bell.set()
 
-    async def wait(self, timeout: float) -> None:
-        """Return when an event is appended here, or after ``timeout`` seconds."""
+    def bell(self) -> asyncio.Event:
+        """The doorbell of the next append: take it *before* reading the log, then wait on
+        it, so an append committed while reading is not missed."""
+        return self._bell
+
+    async def wait(self, timeout: float, bell: asyncio.Event | None = None) -> None:
+        """Return when an event is appended here (since ``bell`` was taken), or after
+        ``timeout`` seconds."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._bell.wait(), timeout)
+            await asyncio.wait_for((bell or self._bell).wait(), timeout)

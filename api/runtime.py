@@ -397,8 +397,10 @@ class CameraRuntime:
                     continue
                 row = repo.get_status(session, camera_id)
                 st = self.manager.status(camera_id)
-                if row is not None and row.state != st.state.value:
-                    continue  # the state writer records transitions (with their events)
+                if row is None or row.state != st.state.value:
+                    # The state writer records first rows and transitions (with their
+                    # events); inserting here too could race it and lose an event.
+                    continue
                 repo.record_status(
                     session, camera_id, self._status_update(camera_id, st.state, st.last_error)
                 )

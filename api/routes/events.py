@@ -93,6 +93,7 @@ async def _sse(request: Request, services: Services, after: int) -> AsyncIterato
     yield "retry: 2000\n\n"
     idle = 0.0
     while not await request.is_disconnected():
+        bell = services.hub.bell()
         events = await asyncio.to_thread(_page, services, after)
         for e in events:
             yield f"id: {e.seq}\nevent: {e.type}\ndata: {json.dumps(e.as_json())}\n\n"
@@ -102,5 +103,5 @@ async def _sse(request: Request, services: Services, after: int) -> AsyncIterato
         if idle >= HEARTBEAT_S:
             yield ": keep-alive\n\n"
             idle = 0.0
-        await services.hub.wait(POLL_S)
+        await services.hub.wait(POLL_S, bell)
         idle += POLL_S

@@ -28,6 +28,7 @@ from api.scope import check_visible, visible_grid_codes
 from api.services import Services
 from storage import incidents as repo
 from storage.audit import audit
+from storage.cases import case_ids_for
 from storage.grids import subtree_query
 from storage.models import Incident
 from storage.objects import ObjectStream
@@ -38,7 +39,12 @@ Reader = Annotated[Principal, Depends(require("operator", "grid_platform"))]
 Reviewer = Annotated[Principal, Depends(require("operator"))]
 
 
-def incident_out(session: Session, row: Incident, with_history: bool = False) -> IncidentOut:
+def incident_out(
+    session: Session,
+    row: Incident,
+    with_history: bool = False,
+    case_ids: list[str] | None = None,
+) -> IncidentOut:
     base = f"/api/v1/incidents/{row.id}"
     clip = None
     if row.clip_state:
@@ -70,6 +76,7 @@ def incident_out(session: Session, row: Incident, with_history: bool = False) ->
         peak_persons=row.peak_persons,
         snapshot=SnapshotRef(url=f"{base}/snapshot") if row.snapshot_key else None,
         clip=clip,
+        case_ids=case_ids if case_ids is not None else case_ids_for(session, [row.id])[row.id],
         history=history,
     )
 
@@ -99,7 +106,8 @@ def list_incidents(
     )
     with services.db.session() as session:
         rows, next_cursor = repo.list_incidents(session, f, limit, cursor)
-        items = [incident_out(session, r) for r in rows]
+        cases = case_ids_for(session, [r.id for r in rows])
+        items = [incident_out(session, r, case_ids=cases.get(r.id, [])) for r in rows]
     return IncidentPage(items=items, next_cursor=next_cursor)
 
 
