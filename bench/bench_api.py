@@ -59,6 +59,7 @@ from common import (
     percentile,
     pg_database,
     print_table,
+    rounded,
     workdir,
 )
 
@@ -474,17 +475,7 @@ def _report(r: dict[str, Any]) -> None:
         "api ms/req", "client %", "pg %cpu", "err", "load", "ratio",
     )  # fmt: skip
     print_table(headers, rows)
-    print(json.dumps(_rounded(r)))
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
+    print(json.dumps(rounded(r)))
 
 
 def main() -> None:

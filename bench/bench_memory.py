@@ -50,6 +50,7 @@ from common import (
     load_avg,
     machine,
     print_table,
+    rounded,
     rss_mib,
     start_rtsp,
     workdir,
@@ -228,17 +229,7 @@ def _report(r: dict[str, Any]) -> None:
         f"substream), {r['ratio_vs_ffmpeg_camera_job']:.2f} (one camera's job), "
         f"{r['ratio_vs_ffmpeg_per_camera']:.2f} (ffmpeg's own per-camera slope)"
     )
-    print(json.dumps(_rounded(r)))
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 3)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
+    print(json.dumps(rounded(r)))
 
 
 def main() -> None:
