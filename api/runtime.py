@@ -391,15 +391,14 @@ class CameraRuntime:
                 log.exception("camera statuses not recorded")
 
     def _flush(self, statuses: Mapping[str, object]) -> None:
-        for camera_id in statuses:
-            with contextlib.suppress(Exception), self.services.db.session() as session:
-                if repo.get_camera(session, camera_id) is None:
-                    continue
-                row = repo.get_status(session, camera_id)
+        """One transaction for every camera of this worker (not one per camera)."""
+        with self.services.db.session() as session:
+            rows = repo.get_statuses(session, list(statuses))
+            for camera_id, row in rows.items():
                 st = self.manager.status(camera_id)
-                if row is None or row.state != st.state.value:
+                if row.state != st.state.value:
                     # The state writer records first rows and transitions (with their
-                    # events); inserting here too could race it and lose an event.
+                    # events); writing them here too could race it and lose an event.
                     continue
                 repo.record_status(
                     session, camera_id, self._status_update(camera_id, st.state, st.last_error)

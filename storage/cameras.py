@@ -82,6 +82,12 @@ def get_status(session: Session, camera_id: str) -> CameraStatus | None:
     return session.get(CameraStatus, camera_id)
 
 
+def get_statuses(session: Session, camera_ids: Sequence[str]) -> dict[str, CameraStatus]:
+    """The stored status rows of these cameras (cameras without one are left out)."""
+    query = select(CameraStatus).where(CameraStatus.camera_id.in_(camera_ids))
+    return {row.camera_id: row for row in session.scalars(query)}
+
+
 @dataclass(frozen=True)
 class Availability:
     camera_id: str
