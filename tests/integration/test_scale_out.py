@@ -134,7 +134,9 @@ def test_workers_share_cameras_and_take_over_a_dead_ones(shared_db: str, tmp_pat
             return len(workers) == WORKERS and sum(counts) == CAMERAS and counts[0] >= 8
 
         wait_for(spread, 120, "30 cameras spread over 3 workers")
-        wait_for(lambda: _analysed(ports) == set(_camera_ids(db)), 30, "every camera running")
+        # Start-up only (30 decoders opening on a loaded CI machine); the property under test
+        # is the take-over time below.
+        wait_for(lambda: _analysed(ports) == set(_camera_ids(db)), 90, "every camera running")
         assert _overlaps(ports) == set()
         with db.session() as session:
             victim_id = next(
