@@ -76,6 +76,7 @@ _DILATE = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 _GAIN_STEP = 4  # sample every 4th pixel in each direction to estimate the gain
 _GAIN_MIN_LEVEL = 16  # ignore near-black samples: their ratio is noise
 _GAIN_RANGE = (0.5, 2.0)
+_LIMITED_SPAN = 219 / 255  # levels of a limited-range (16..235) plane per full-range level
 
 Gray = npt.NDArray[np.uint8]
 Background = npt.NDArray[np.float32]
@@ -211,14 +212,19 @@ class MotionDetector:
         self._background = None
         self._settle = 0
 
-    def detect(self, frame: npt.NDArray[np.uint8], ts: float) -> MotionResult:
+    def detect(
+        self, frame: npt.NDArray[np.uint8], ts: float, *, limited_range: bool = False
+    ) -> MotionResult:
         """Analyse one frame taken at ``ts`` (seconds, monotonic, e.g. the wallclock).
 
         ``frame`` is ``uint8``, either BGR ``(h, w, 3)`` or a single gray plane
         ``(h, w)`` — typically the decoder's Y (luma) plane, which skips the colour
         conversion (about 1 ms at 1080p); a row stride larger than the width (a plane
-        with line padding) is fine. The first frame, and the first after a change of
-        frame size or :meth:`reset`, only seeds the background and reports no motion.
+        with line padding) is fine. ``limited_range``: the plane's levels span 16..235
+        (video range: the Y plane of most cameras' H.264), so the threshold shrinks by
+        219/255 and a sensitivity means the same contrast as on the BGR picture. The first
+        frame, and the first after a change of frame size or :meth:`reset`, only seeds the
+        background and reports no motion.
         """
         gray = _as_gray(frame)
         geometry = self._geometry_for(gray.shape[:2])
@@ -231,7 +237,8 @@ class MotionDetector:
             self._settle -= 1
             self._seed(work, ts)
             return _GLOBAL_CHANGE
-        changed = self._changed(work, background, geometry)
+        threshold = self._config.threshold * (_LIMITED_SPAN if limited_range else 1.0)
+        changed = self._changed(work, background, geometry, threshold)
         if _fraction(changed, geometry.visible, geometry.visible_px) > self._config.global_change:
             self._settle = self._config.settle_frames
             self._seed(work, ts)
@@ -250,8 +257,10 @@ class MotionDetector:
         self._background = work.astype(np.float32)
         self._last_ts = ts
 
-    def _changed(self, work: Gray, background: Background, geometry: _Geometry) -> Gray:
-        """Pixels differing from the background by more than the threshold (0/255).
+    def _changed(
+        self, work: Gray, background: Background, geometry: _Geometry, threshold: float
+    ) -> Gray:
+        """Pixels differing from the background by more than ``threshold`` (0/255).
 
         The gain is applied to the background (its inverse), which turns the float
         background into uint8 in the same pass; the rest is uint8 arithmetic.
@@ -259,7 +268,7 @@ class MotionDetector:
         gain = _gain(work, background, geometry.gain_samples)
         reference = cv2.convertScaleAbs(background, alpha=1.0 / gain)
         diff = cv2.absdiff(work, reference)
-        _, changed = cv2.threshold(diff, self._config.threshold, 255, cv2.THRESH_BINARY)
+        _, changed = cv2.threshold(diff, threshold, 255, cv2.THRESH_BINARY)
         return _u8(changed)
 
     def _update_background(self, work: Gray, background: Background, ts: float) -> None:

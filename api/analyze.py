@@ -124,6 +124,9 @@ def analyze_file(
     if not (math.isfinite(fps) and fps > 0):
         raise AnalyzeError(f"fps must be a positive number, got {fps}")
     _check_file(path)
+    # One OpenCV thread: its pool saves little on one frame at a time and spins between
+    # calls; the decoder already uses the cores (thread_type AUTO).
+    cv2.setNumThreads(1)
     started = time.monotonic()
     detector = detector or PersonDetector.load()
     motion = MotionDetector()

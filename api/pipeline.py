@@ -103,7 +103,9 @@ class _Open:
     type: str
     started_at: datetime
     job: ClipJob | None
-    peak_image: Image | None = None
+    #: The best frame so far: a drawn BGR image, or the analysed frame itself (converted to
+    #: BGR only when the snapshot is written).
+    peak_image: Image | Frame | None = None
     peak_score: float = 0.0
 
 
@@ -123,7 +125,7 @@ class CameraPipeline:
     _counter: PersonCounter | None = field(default=None, init=False)
     _crowd_rules: dict[str, CrowdRules] = field(default_factory=dict, init=False)
     _open: dict[str, _Open] = field(default_factory=dict, init=False)
-    _early_peak: dict[str, tuple[Image, float]] = field(default_factory=dict, init=False)
+    _early_peak: dict[str, tuple[Image | Frame, float]] = field(default_factory=dict, init=False)
     _finishing: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _last_motion: float = field(default=-1e18, init=False)
     _last_detect: float = field(default=-1e18, init=False)
@@ -149,7 +151,9 @@ class CameraPipeline:
 
     async def _analyse(self, frame: Frame) -> None:
         ts = frame.wallclock
-        result = await asyncio.to_thread(self._motion.detect, frame.image, ts)
+        # Motion reads the luma plane; BGR is made only for the person detector and the
+        # incident's snapshot.
+        result = await asyncio.to_thread(self._detect_motion, frame)
         if result.motion:
             self._last_motion = ts
         if self.config.motion_enabled:
@@ -160,6 +164,9 @@ class CameraPipeline:
             await self._on_crowd(frame, crowd)
 
     # Motion --------------------------------------------------------------------------------
+    def _detect_motion(self, frame: Frame) -> MotionResult:
+        return self._motion.detect(frame.gray, frame.wallclock, limited_range=frame.limited_range)
+
     async def _on_motion(self, frame: Frame, result: MotionResult) -> None:
         events: list[IncidentEvent] = self._rules.update(
             frame.wallclock, result.motion, result.motion_area
@@ -170,7 +177,7 @@ class CameraPipeline:
             elif isinstance(event, IncidentStarted):
                 await self._start(MOTION, MOTION, event.started_at)
             elif isinstance(event, NewPeak):
-                self._keep_peak(MOTION, frame.image, event.score)
+                self._keep_peak(MOTION, frame, event.score)
 
     # Crowd ---------------------------------------------------------------------------------
     def _detection_due(self, ts: float) -> bool:
@@ -206,7 +213,7 @@ class CameraPipeline:
                     self._keep_peak(key, image, float(event.persons))
 
     # Incidents -----------------------------------------------------------------------------
-    def _keep_peak(self, key: str, image: Image, score: float) -> None:
+    def _keep_peak(self, key: str, image: Image | Frame, score: float) -> None:
         """Keep one frame per incident: the best so far (most motion, most persons).
 
         A gathering's peak may come during its dwell time, before the incident exists: it
@@ -285,7 +292,8 @@ class CameraPipeline:
         snap_path = snap_key = snap_sha = None
         if incident.peak_image is not None:
             snap = self.archiver.spool.file_path(f"{incident.incident_id}.jpg")
-            snap_sha = _write_jpeg(snap, incident.peak_image)
+            peak = incident.peak_image
+            snap_sha = _write_jpeg(snap, peak.image if isinstance(peak, Frame) else peak)
             snap_path = str(snap)
             snap_key = snapshot_key(self.camera_id, incident.started_at, incident.incident_id)
         return SpoolEntry(

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+import cv2
+
 from analytics.motion import MotionConfig
 from analytics.persons import DetectorConfig, PersonDetector
 from analytics.rules import RuleConfig
@@ -66,6 +68,10 @@ class CameraRuntime:
     """Runs every enabled camera of the registry in this process."""
 
     def __init__(self, services: Services, archiver: Archiver, role: str = "all") -> None:
+        # One OpenCV thread per caller, for the whole process: parallelism comes from the
+        # cameras. OpenCV's own pool splits each small frame across the cores and its
+        # workers spin between calls (bench/README.md: ~0.2-0.7 % of a core per camera).
+        cv2.setNumThreads(1)
         self.services = services
         self.archiver = archiver
         self.host = socket.gethostname()

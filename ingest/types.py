@@ -8,7 +8,8 @@ from the stored camera rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -124,22 +125,41 @@ class Frame:
     ``index`` counts frames decoded on this camera's analysis stream since the runner
     started (gaps show frames skipped to honour ``analysis_fps``); ``pts_s`` is the
     stream presentation time in seconds (``None`` when the camera sends none);
-    ``wallclock`` is ``time.time()`` when the frame was decoded. ``image`` is BGR, uint8,
-    shape ``(height, width, 3)``, and owned by the receiver.
+    ``wallclock`` is ``time.time()`` when the frame was decoded.
+
+    ``gray`` is the luma (Y) plane, uint8, shape ``(height, width)``, read-only — usually
+    a view of the decoder's buffer (rows may be padded), so no copy is made; motion reads
+    only this. ``limited_range``: its levels span 16..235 (video range, most cameras), not
+    0..255. ``image`` is BGR, uint8, shape ``(height, width, 3)``, read-only, converted by
+    ``make_bgr`` on first use and kept: the person detector and snapshots need it, most
+    analysed frames never do. Every reader of a frame shares both arrays: copy to draw.
     """
 
     camera_id: str
     index: int
     pts_s: float | None
     wallclock: float
-    image: npt.NDArray[np.uint8]
+    gray: npt.NDArray[np.uint8]
+    make_bgr: Callable[[], npt.NDArray[np.uint8]] = field(repr=False)
+    limited_range: bool = False
+    _bgr: npt.NDArray[np.uint8] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def image(self) -> npt.NDArray[np.uint8]:
+        """The BGR picture (converted once; two threads asking at once may both convert)."""
+        bgr = self._bgr
+        if bgr is None:
+            bgr = self.make_bgr()
+            bgr.flags.writeable = False
+            object.__setattr__(self, "_bgr", bgr)
+        return bgr
 
     @property
     def width(self) -> int:
         """Image width in pixels."""
-        return int(self.image.shape[1])
+        return int(self.gray.shape[1])
 
     @property
     def height(self) -> int:
         """Image height in pixels."""
-        return int(self.image.shape[0])
+        return int(self.gray.shape[0])

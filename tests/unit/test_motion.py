@@ -301,6 +301,53 @@ def test_gray_plane_with_row_padding_matches_contiguous() -> None:
         assert a.detect(frame, i / FPS) == b.detect(padded[:, :W], i / FPS)
 
 
+def _limited(gray: Image) -> Image:
+    """A full-range gray frame as a camera's limited-range (16..235) Y plane."""
+    return (16 + gray.astype(np.float32) * (219 / 255) + 0.5).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("convert", "limited_range", "expect_found"),
+    [(None, False, 29), (_limited, True, 29), (_limited, False, 0)],
+    ids=["full-range", "limited-range Y, flagged", "limited-range Y, unflagged"],
+)
+def test_limited_range_luma_keeps_the_sensitivity(
+    convert: Callable[[Image], Image] | None, limited_range: bool, expect_found: int
+) -> None:
+    # 28 levels of contrast (full range) against a threshold of 26 (sensitivity 60): found
+    # on the full-range picture. On a limited-range Y plane the same object differs by 24
+    # levels: only the flag, which scales the threshold, finds it there too.
+    rng = np.random.default_rng(14)
+    detector = MotionDetector(MotionConfig(sensitivity=60))
+    assert detector.config.threshold == 26
+
+    def shown(gray: Image) -> Image:
+        return gray if convert is None else convert(gray)
+
+    detector.detect(shown(_frame(rng)), 0.0, limited_range=limited_range)
+    found = 0
+    for i in range(1, 30):
+        scene = BACKGROUND.copy()
+        scene[150:200, 60 + 10 * i : 80 + 10 * i] += 28
+        frame = shown(_frame(rng, scene=scene))
+        found += detector.detect(frame, i / FPS, limited_range=limited_range).motion
+    assert found == expect_found
+
+
+def test_read_only_luma_view_is_accepted() -> None:
+    # The pipeline hands over a read-only view of the decoder's buffer, rows padded.
+    rng = np.random.default_rng(18)
+    buffer = np.zeros((H, W + 32), dtype=np.uint8)
+    view = buffer[:, :W]
+    view.flags.writeable = False
+    detector = MotionDetector()
+    results = []
+    for i in range(12):
+        buffer[:, :W] = _frame(rng, boxes=_walker(y=240, value=235)(i))
+        results.append(detector.detect(view, i / FPS, limited_range=True))
+    assert all(r.motion for r in results[1:])
+
+
 @pytest.mark.parametrize(
     "frame",
     [
