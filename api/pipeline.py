@@ -14,9 +14,11 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -147,7 +149,10 @@ class CameraPipeline:
                 frame = await self.frames.get()
                 await self._analyse(frame)
         finally:
-            await self._stop()
+            # A removed camera's slot closes (ending this loop) while the runtime cancels
+            # this task too: a cancel landing inside _stop() left incidents open and their
+            # clips pending for ever (found by the soak test, tests/soak).
+            await _finish_despite_cancel(self._stop())
 
     async def _analyse(self, frame: Frame) -> None:
         ts = frame.wallclock
@@ -321,6 +326,21 @@ class CameraPipeline:
                 await self._end(key, now)
         if self._finishing:
             await asyncio.wait(self._finishing, timeout=30)
+
+
+async def _finish_despite_cancel(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run ``cleanup`` to its end even if this task is cancelled meanwhile, then re-raise
+    the cancellation."""
+    task = asyncio.ensure_future(cleanup)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
 
 
 def _utc(wallclock: float) -> datetime:

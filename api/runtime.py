@@ -143,9 +143,13 @@ class CameraRuntime:
         self._plans = plans
         if self._detector is None and any(p.pipeline.crowd for p in plans.values()):
             self._detector = await asyncio.to_thread(self._load_detector)
-        await self.manager.apply({cid: p.stream for cid, p in plans.items()})
+        # Removed cameras' pipelines stop first, while their streams still run: the clips of
+        # the incidents they end get their post-roll instead of waiting for packets that
+        # would never come (30 s, blocking this loop while other removed cameras went on
+        # making incidents; found by the soak test, tests/soak).
         gone = [c for c in self._running if c not in plans]
         await asyncio.gather(*(self._stop_pipeline(cid) for cid in gone))
+        await self.manager.apply({cid: p.stream for cid, p in plans.items()})
         for cid in gone:
             self._rings.pop(cid, None)
         for cid, plan in plans.items():
