@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from api.archiver import Archiver
 from api.delivery import DeliveryWorker
 from api.metrics import SpoolCollector
-from api.middleware import BodyLimit, HttpMetrics
+from api.middleware import BodyLimit, HttpMetrics, install_security
 from api.retention import RetentionWorker
 from api.routes import (
     admin,
@@ -118,6 +118,7 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
         max_bytes=settings.server.max_body_bytes,
         per_path={f"{API_PREFIX}/grids/import": settings.server.max_import_bytes},
     )
+    install_security(app, settings, API_PREFIX)  # outermost: headers, CORS, rate limits
     return app
 
 

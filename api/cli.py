@@ -59,6 +59,27 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="", help="a label shown in audit logs")
     create.add_argument("--grid-scope", default=None, help="limit the token to a grid subtree")
     create.set_defaults(handler=_token_create)
+
+    secrets = sub.add_parser("secrets", help="camera credential keys")
+    ssub = secrets.add_subparsers(required=True, metavar="ACTION")
+    rotate = ssub.add_parser(
+        "rotate",
+        help="re-encrypt every stored credential with the current key",
+        description="Re-encrypt every stored camera credential and webhook secret with the "
+        "current key (secrets.camera_key, or the first key of the key file), decrypting with "
+        "any configured key (secrets.previous_keys, or the key file's further lines). One "
+        "transaction: all or nothing.",
+    )
+    rotate.add_argument("--config", type=Path, help="YAML settings file")
+    rotate.add_argument(
+        "--new-key",
+        action="store_true",
+        help="key file only (secrets.camera_key unset): generate a new key, re-encrypt with it "
+        "and drop the old ones from the file. Stop the service first.",
+    )
+    rotate.set_defaults(handler=_secrets_rotate)
+    new_key = ssub.add_parser("new-key", help="print a new key for secrets.camera_key")
+    new_key.set_defaults(handler=_secrets_new_key)
     return p
 
 
@@ -128,6 +149,36 @@ def _token_create(args: argparse.Namespace) -> int:
     with services.db.session() as session:
         token, _ = create_token(session, args.role, args.name, args.grid_scope)
     print(token)
+    return 0
+
+
+def _secrets_new_key(_args: argparse.Namespace) -> int:
+    from storage.secrets import new_key
+
+    print(new_key())
+    return 0
+
+
+def _secrets_rotate(args: argparse.Namespace) -> int:
+    from storage.db import Database
+    from storage.secrets import rotate_keys
+
+    settings = _settings(args)
+    db = Database(settings.database_url, pool_size=1)
+    try:
+        db.migrate()
+        report = rotate_keys(db, settings.secrets, settings.camera_key_file, args.new_key)
+    finally:
+        db.dispose()
+    print(
+        f"re-encrypted {report.rotated} stored secret(s) with the current key "
+        f"({report.current} already were)"
+    )
+    if settings.secrets.previous_keys:
+        print(
+            "now remove secrets.previous_keys from the settings of every process and restart "
+            "them: the old keys are no longer needed"
+        )
     return 0
 
 

@@ -1,12 +1,30 @@
-"""ASGI middleware: request body cap and HTTP metrics."""
+"""ASGI middleware: request body cap, HTTP metrics, and the security layer.
+
+The security layer (:func:`install_security`) adds, outermost first: security headers on
+every answer (Content-Security-Policy per kind of page, nosniff, no referrer, no framing),
+CORS for the configured origins only, and per-client-address rate limits on failed
+authentication and on token creation. See docs/security.md.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import ipaddress
 import json
+import math
+import re
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
 
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from config.settings import Settings
 
 
 class BodyLimit:
@@ -109,3 +127,304 @@ class HttpMetrics:
             name = getattr(route, "path", "unmatched")
             self.requests.labels(scope["method"], name, str(status)).inc()
             self.latency.labels(scope["method"], name).observe(time.perf_counter() - start)
+
+
+# --- security ---------------------------------------------------------------------------
+
+
+def install_security(app: FastAPI, settings: Settings, api_prefix: str) -> None:
+    """Add the security middleware; call after the others (it must wrap them all)."""
+    sec = settings.security
+    app.add_middleware(
+        AuthRateLimit,
+        api_prefix=api_prefix,
+        failures=ClientLimiter(sec.auth_failures, sec.auth_failures_window_s, sec.tracked_clients),
+        creations=ClientLimiter(
+            sec.token_creations, sec.token_creations_window_s, sec.tracked_clients
+        ),
+    )
+    if sec.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(sec.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Range", "If-Range"],
+            expose_headers=["Location", "Retry-After", "Content-Range", "ETag"],
+            allow_credentials=False,  # bearer tokens, no cookies
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders, media_origins=s3_origins(settings))
+
+
+def s3_origins(settings: Settings) -> list[str]:
+    """Origins presigned URLs point to (where the console's clips are redirected), if any.
+
+    Path-style URLs go to the endpoint itself; virtual-hosted ones (AWS) to a subdomain.
+    """
+    s3 = settings.storage.s3
+    if settings.storage.backend != "s3" or not s3.endpoint:
+        return []
+    scheme = "https" if s3.secure else "http"
+    origins = [f"{scheme}://{s3.endpoint}"]
+    host = urlsplit(f"//{s3.endpoint}").hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        origins.append(f"{scheme}://*.{s3.endpoint}")
+    return origins
+
+
+def console_csp(media_origins: Iterable[str] = ()) -> str:
+    """The console's policy: everything from this origin, no inline code, no framing.
+
+    Live video comes from a MediaStream (srcObject: no URL, nothing to allow); clips and
+    snapshots come from this origin, or from the object store when it answers with a
+    presigned redirect — then its origin is allowed to serve media and fetches (the
+    console's service worker fetches clips).
+    """
+    extra = "".join(f" {o}" for o in media_origins)
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src 'self' blob: data:{extra}",
+            f"media-src 'self' blob:{extra}",
+            f"connect-src 'self'{extra}",
+            "font-src 'self'",
+            "manifest-src 'self'",
+            "worker-src 'self'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+#: JSON, metrics, redirects: nothing to load, nothing to frame.
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+#: The interactive API documentation (FastAPI's Swagger UI and ReDoc) loads its scripts and
+#: styles from jsDelivr; its one inline script is allowed by its hash, computed per answer.
+DOCS_SCRIPTS = "'self' https://cdn.jsdelivr.net"
+DOCS_POLICY = [
+    "default-src 'none'",
+    "style-src 'self' https://cdn.jsdelivr.net https://fonts.googleapis.com 'unsafe-inline'",
+    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly",
+    "font-src https://fonts.gstatic.com",
+    "connect-src 'self'",
+    "worker-src blob:",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+]
+DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+COMMON_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+}
+HSTS = "max-age=31536000"
+
+
+class SecurityHeaders:
+    """Security headers on every HTTP answer (a route's own value of a header wins).
+
+    ``Cache-Control: no-store`` on API answers that set no caching themselves (they carry
+    incident data and, once, new tokens); HSTS when the request came over HTTPS (directly,
+    or through a proxy uvicorn trusts for X-Forwarded-Proto).
+    """
+
+    def __init__(self, app: ASGIApp, media_origins: Iterable[str] = ()) -> None:
+        self.app = app
+        self.console = console_csp(media_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path in DOCS_PATHS:
+            await self._docs(scope, receive, send)
+            return
+        extra = self._headers_for(scope, path)
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = _merged(message.get("headers", []), extra)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+    def _headers_for(self, scope: Scope, path: str) -> dict[str, str]:
+        headers = dict(COMMON_HEADERS)
+        console = path == "/" or path == "/console" or path.startswith("/console/")
+        headers["content-security-policy"] = self.console if console else API_CSP
+        if path.startswith("/api/"):
+            headers["cache-control"] = "no-store"
+        if scope.get("scheme") == "https":
+            headers["strict-transport-security"] = HSTS
+        return headers
+
+    async def _docs(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hold back the (small, generated) page to allow exactly its inline scripts."""
+        start: Message | None = None
+        body = bytearray()
+
+        async def collect(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body" and start is not None:
+                body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    headers = self._headers_for(scope, scope["path"])
+                    headers["content-security-policy"] = docs_csp(bytes(body))
+                    await send({**start, "headers": _merged(start.get("headers", []), headers)})
+                    await send({"type": "http.response.body", "body": bytes(body)})
+            else:
+                await send(message)
+
+        await self.app(scope, receive, collect)
+
+
+def docs_csp(page: bytes) -> str:
+    """The documentation pages' policy, allowing the page's own inline scripts by hash."""
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(s).digest()).decode() + "'"
+        for s in _INLINE_SCRIPT.findall(page)
+    ]
+    return "; ".join([f"script-src {' '.join([DOCS_SCRIPTS, *hashes])}", *DOCS_POLICY])
+
+
+def _merged(raw: Iterable[tuple[bytes, bytes]], extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    headers = list(raw)
+    present = {name.lower() for name, _ in headers}
+    for name, value in extra.items():
+        if name.encode() not in present:
+            headers.append((name.encode(), value.encode()))
+    return headers
+
+
+class ClientLimiter:
+    """Token buckets per client address, ``attempts`` deep, refilled over ``window_s``.
+
+    In memory and per process (a cheap guard against guessing at one node, not a quota).
+    At most ``max_clients`` addresses are remembered; the least recently seen go first.
+    """
+
+    def __init__(
+        self,
+        attempts: int,
+        window_s: float,
+        max_clients: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.capacity = float(attempts)
+        self.rate = attempts / window_s  # allowance regained per second
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until ``client`` may try again; 0 when it may now."""
+        level = self._level(client)
+        return 0.0 if level >= 1 else (1 - level) / self.rate
+
+    def spend(self, client: str) -> None:
+        """Take one attempt from ``client``'s allowance."""
+        self._buckets[client] = (max(self._level(client) - 1, 0.0), self.clock())
+        self._buckets.move_to_end(client)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+
+    def _level(self, client: str) -> float:
+        entry = self._buckets.get(client)
+        if entry is None:
+            return self.capacity
+        level, at = entry
+        return min(self.capacity, level + (self.clock() - at) * self.rate)
+
+
+def client_key(scope: Scope) -> str:
+    """The address rate limits count by: the client's IP, or its /64 for IPv6 (one host
+    usually owns a whole /64, and could otherwise hop between its addresses)."""
+    client = scope.get("client")
+    host = client[0] if client else "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return str(host)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class AuthRateLimit:
+    """429 for a client address that sent too many wrong tokens, or created too many.
+
+    Only requests that *carried* a bearer token and got 401 count as failures (a missing
+    token guesses nothing). Once the allowance is spent, every API request from the address
+    gets 429 with ``Retry-After`` until it comes back — also with a valid token, so the
+    answers tell a guesser nothing. Token creations count when they succeed (201).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_prefix: str,
+        failures: ClientLimiter,
+        creations: ClientLimiter,
+    ) -> None:
+        self.app = app
+        self.prefix = api_prefix + "/"
+        self.tokens_path = api_prefix + "/tokens"
+        self.failures = failures
+        self.creations = creations
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        client = client_key(scope)
+        wait = self.failures.retry_after(client)
+        if wait > 0:
+            await _too_many(send, wait, "too many requests with a wrong token from this address")
+            return
+        creating = scope["method"] == "POST" and scope["path"] == self.tokens_path
+        if creating and (wait := self.creations.retry_after(client)) > 0:
+            await _too_many(send, wait, "too many tokens created from this address")
+            return
+        carried_token = any(name == b"authorization" for name, _ in scope["headers"])
+
+        async def counting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                code = message["status"]
+                if code == 401 and carried_token:
+                    self.failures.spend(client)
+                elif code == 201 and creating:
+                    self.creations.spend(client)
+            await send(message)
+
+        await self.app(scope, receive, counting)
+
+
+async def _too_many(send: Send, wait_s: float, detail: str) -> None:
+    retry = max(1, math.ceil(wait_s))
+    body = json.dumps({"detail": f"{detail}; retry in {retry} s"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -15,7 +15,7 @@ from config.errors import ConfigError
 from config.settings import Settings
 from storage.db import Database
 from storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
-from storage.secrets import SecretBox, load_or_create_key
+from storage.secrets import SecretBox, secret_box
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +60,11 @@ class Services:
     def from_settings(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.database_url, settings.database.pool_size)
-        key = settings.secrets.camera_key
-        secret = (
-            key.get_secret_value().encode()
-            if key is not None
-            else load_or_create_key(settings.data_dir / "secret.key")
-        )
         return cls(
             settings=settings,
             db=db,
             objects=build_object_store(settings),
-            secrets=SecretBox(secret),
+            secrets=secret_box(settings.secrets, settings.camera_key_file),
         )
 
     started: bool = False

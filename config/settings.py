@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +22,8 @@ from pydantic_settings import (
 from config.errors import ConfigError
 
 ENV_PREFIX = "XUELIANG_"
+#: A person-chosen bootstrap token must be at least this long (issued ones carry 256 bits).
+MIN_BOOTSTRAP_CHARS = 24
 
 
 class _Section(BaseModel):
@@ -64,8 +67,27 @@ class StorageSettings(_Section):
 
 class AuthSettings(_Section):
     bootstrap_token: SecretStr | None = Field(
-        default=None, description="An admin token accepted when set (for the first login)."
+        default=None,
+        description="An admin token accepted when set (for the first login); at least "
+        f"{MIN_BOOTSTRAP_CHARS} characters, since unlike issued tokens a person chooses it.",
     )
+
+    @field_validator("bootstrap_token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < MIN_BOOTSTRAP_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_BOOTSTRAP_CHARS} characters (make one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return token
+
+
+def _comma_list(value: Any) -> Any:
+    """A list setting given as one string (an environment variable): split at commas."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 class SecretsSettings(_Section):
@@ -75,6 +97,67 @@ class SecretsSettings(_Section):
         "once into `secret.key` in the data dir; set it explicitly when several processes share "
         "one database.",
     )
+    previous_keys: tuple[SecretStr, ...] = Field(
+        default=(),
+        max_length=16,
+        description="Older Fernet keys, used only to decrypt during a key rotation "
+        "(comma-separated in the environment); `xueliang secrets rotate` re-encrypts with "
+        "camera_key, after which they can be removed.",
+    )
+
+    _split_keys = field_validator("previous_keys", mode="before")(_comma_list)
+
+
+class SecuritySettings(_Section):
+    auth_failures: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description="Requests with a wrong or revoked bearer token allowed per client address "
+        "at once; beyond them the address gets 429 with Retry-After on the API (per process).",
+    )
+    auth_failures_window_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description="Time in which a spent allowance of failed authentications comes back.",
+    )
+    token_creations: int = Field(
+        default=30,
+        ge=1,
+        le=1_000_000,
+        description="POST /api/v1/tokens allowed per client address at once (per process).",
+    )
+    token_creations_window_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description="Time in which a spent allowance of token creations comes back.",
+    )
+    tracked_clients: int = Field(
+        default=10000,
+        ge=100,
+        le=10_000_000,
+        description="Client addresses remembered by each rate limit (bounds its memory).",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        default=(),
+        max_length=100,
+        description="Origins (scheme://host[:port]) whose pages may call the API from a "
+        "browser (comma-separated in the environment); none by default: only the console, "
+        "served from the same origin.",
+    )
+
+    _split_origins = field_validator("cors_origins", mode="before")(_comma_list)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or origin.count("/") != 2:
+                raise ValueError(f"{origin!r} is not an origin like https://grid.example:8443")
+        return origins
 
 
 class MqttSettings(_Section):
@@ -197,6 +280,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     auth: AuthSettings = AuthSettings()
     secrets: SecretsSettings = SecretsSettings()
+    security: SecuritySettings = SecuritySettings()
     mqtt: MqttSettings = MqttSettings()
     ingest: IngestSettings = IngestSettings()
     recording: RecordingSettings = RecordingSettings()
@@ -234,6 +318,11 @@ class Settings(BaseSettings):
     @property
     def spool_path(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def camera_key_file(self) -> Path:
+        """Where the generated camera credential key lives when ``secrets.camera_key`` is unset."""
+        return self.data_dir / "secret.key"
 
 
 def _env_tree(environ: dict[str, str]) -> dict[str, Any]:

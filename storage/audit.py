@@ -1,4 +1,8 @@
-"""Append-only audit log: who read, downloaded or changed what, and when."""
+"""Append-only audit log: who read, downloaded or changed what, and when.
+
+Only :func:`audit` writes it, and only by INSERT; the database itself refuses UPDATE and
+DELETE of its rows (triggers of migration 0005; docs/security.md).
+"""
 
 from __future__ import annotations
 

@@ -3,9 +3,10 @@
 ``/console/`` is the single page; ``/console/<file>`` its assets; ``/`` redirects there.
 No build step and no CDN: the files under ``api/static/console`` are what the browser
 runs. Every answer carries a strict Content-Security-Policy (scripts and styles from this
-origin only, no inline code, no framing), and caching fits each kind of file: the page
-is revalidated on every load (so a deploy is seen at once), assets are revalidated by
-their ETag (cheap 304s on a modest PC).
+origin only, no inline code, no framing; set for the whole app by
+``api.middleware.SecurityHeaders``, which knows the object store's origin), and caching fits
+each kind of file: the page is revalidated on every load (so a deploy is seen at once),
+assets are revalidated by their ETag (cheap 304s on a modest PC).
 """
 
 from __future__ import annotations
@@ -20,29 +21,6 @@ from fastapi.responses import RedirectResponse
 
 STATIC = Path(__file__).resolve().parent.parent / "static" / "console"
 
-# media-src blob: would be needed for MSE; the console plays clips by URL (same origin,
-# Range requests) and live video from a MediaStream (no URL), so 'self' suffices.
-CSP = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' blob: data:",
-        "media-src 'self' blob:",
-        "connect-src 'self'",
-        "font-src 'self'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ]
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
 _TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -96,7 +74,7 @@ def _resolve(name: str) -> Path:
 def _serve(name: str, request: Request, cache: str) -> Response:
     path = _resolve(name)
     data, etag = _load(path, path.stat().st_mtime_ns)
-    headers = {**SECURITY_HEADERS, "ETag": etag, "Cache-Control": cache}
+    headers = {"ETag": etag, "Cache-Control": cache}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     media_type = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]

@@ -6,10 +6,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from fastapi.responses import RedirectResponse, StreamingResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
@@ -189,6 +190,39 @@ def get_snapshot(
     return _evidence(services, who, incident_id, "snapshot", _range_if(range_, if_range))
 
 
+class EvidenceLink(BaseModel):
+    url: str = Field(
+        description="Where to GET the bytes: a presigned object-store URL (no token; it "
+        "expires), or this API's own evidence path (send the bearer token)."
+    )
+    expires_at: datetime | None = Field(
+        description="When the presigned URL stops working; null for the API's own path."
+    )
+
+
+@router.get("/{incident_id}/{kind}/link", response_model=EvidenceLink)
+def get_evidence_link(
+    incident_id: str,
+    kind: Literal["clip", "snapshot"],
+    services: ServicesDep,
+    who: Reader,
+) -> EvidenceLink:
+    """Where a browser loads the clip or snapshot from directly (audited as ``link``).
+
+    With an object store that presigns (S3), following the 307 of ``/clip`` from a web page
+    fails: a browser sends no ``Origin`` on a same-origin request redirected to another
+    origin, so the store answers without CORS headers. A ``<video>`` or ``<img>`` given
+    the presigned URL itself loads it without CORS (the console does that).
+    """
+    key = _audited_key(services, who, incident_id, kind, None, action="link")
+    ttl = timedelta(seconds=services.settings.storage.presign_s)
+    expires_at = datetime.now(UTC) + ttl
+    url = services.objects.presigned_get_url(key, ttl)
+    if url is None:
+        return EvidenceLink(url=f"/api/v1/incidents/{incident_id}/{kind}", expires_at=None)
+    return EvidenceLink(url=url, expires_at=expires_at)
+
+
 @dataclass(frozen=True)
 class _RangeAsk:
     """A ``Range`` header and the ``If-Range`` validator it is conditional on."""
@@ -217,7 +251,12 @@ def _evidence(
 
 
 def _audited_key(
-    services: Services, who: Principal, incident_id: str, kind: str, ask: _RangeAsk | None
+    services: Services,
+    who: Principal,
+    incident_id: str,
+    kind: str,
+    ask: _RangeAsk | None,
+    action: str = "download",
 ) -> str:
     """The object key of the evidence; the access is audited (each range request too)."""
     with services.tx() as session:
@@ -230,7 +269,7 @@ def _audited_key(
                 + (f" (clip state: {row.clip_state})" if row.clip_state else ""),
             )
         detail = {"key": key, "range": ask.range} if ask else {"key": key}
-        audit(session, who.name, "download", kind, incident_id, detail)
+        audit(session, who.name, action, kind, incident_id, detail)
     return key
 
 

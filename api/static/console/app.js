@@ -580,8 +580,7 @@ function renderMedia(media, incident, urls) {
   if (incident.snapshot?.url) {
     const img = h("img", { alt: t("incident.snapshot"), id: "snapshot" });
     snapshot.append(img);
-    blobUrl(incident.snapshot.url.replace(API, "")).then((url) => {
-      urls.push(url);
+    evidenceSrc(incident.snapshot.url, urls).then((url) => {
       img.src = url;
     }, () => img.replaceWith(t("incident.no_snapshot")));
   } else snapshot.append(h("p", { class: "hint" }, t("incident.no_snapshot")));
@@ -595,10 +594,41 @@ function renderMedia(media, incident, urls) {
   else clip.append(h("p", { class: "hint" }, t("incident.no_clip")));
 }
 
-/** Stream the clip through the service worker (Range requests, seekable while loading);
- *  without one (plain-HTTP LAN address: no secure context) fetch it whole into a blob. */
+/** Where the object store serves this evidence directly (a presigned URL), or null when
+ *  the API serves it. A fetch that follows the API's redirect to the store fails CORS
+ *  (browsers send no Origin after a same-origin to cross-origin redirect), while an
+ *  <img> or <video> loads the presigned URL itself (its origin is in the page's CSP). */
+async function directUrl(url) {
+  const link = await getJson(`${url.replace(API, "")}/link`);
+  return link.expires_at ? link.url : null;
+}
+
+/** An src for a snapshot: the store's presigned URL, or the bytes as a blob: URL. */
+async function evidenceSrc(url, urls) {
+  const direct = await directUrl(url);
+  if (direct) return direct;
+  const blob = await blobUrl(url.replace(API, ""));
+  urls.push(blob);
+  return blob;
+}
+
+/** Play from the object store when it presigns (its URL expires: a failed load after that
+ *  asks for a fresh one and resumes); otherwise stream the clip through the service worker
+ *  (Range requests, seekable while loading); without one (plain-HTTP LAN address: no
+ *  secure context) fetch it whole into a blob. */
 async function playClip(video, url, urls) {
-  if (await evidenceWorker()) {
+  const direct = await directUrl(url);
+  if (direct) {
+    video.dataset.source = "direct";
+    video.src = direct;
+    let renewals = 0;
+    video.addEventListener("error", async () => {
+      if (renewals++ >= 3) return;
+      const at = video.currentTime;
+      video.src = (await directUrl(url)) || direct;
+      video.currentTime = at;
+    });
+  } else if (await evidenceWorker()) {
     video.dataset.source = "stream";
     video.src = url;
   } else {
