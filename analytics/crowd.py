@@ -7,9 +7,11 @@
 * :class:`CountSmoother` keeps, per zone, the **maximum** count over the last
   ``window_s`` seconds: a detector misses a person in one frame far more often than it
   invents one, so a one-frame dip must not end a gathering. At 5 analysed frames per
-  second the default 1 s window spans 5 frames.
-* :class:`PersonCounter` ties detector, zones and smoother together for one camera:
-  ``count(frame, ts) -> CrowdResult``.
+  second a 1 s window spans 5 frames.
+* :class:`PersonCounter` ties detector, tracker (:class:`analytics.tracking.PersonTracker`),
+  zones and smoother together for one camera: ``count(frame, ts) -> CrowdResult``. By
+  default it counts the tracker's live persons (a person the detector misses is held for
+  1.5 s) and does not smooth further; without a tracker it counts one frame's detections.
 * :class:`CrowdRules` is the per-zone incident state machine, in the style of
   :class:`analytics.rules.IncidentRules`: ``threshold`` or more persons for ``dwell_s``
   seconds start an incident (:class:`CrowdStarted`); it ends ``quiet_s`` seconds after
@@ -34,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analytics.persons import PersonBox, PersonDetector
+from analytics.tracking import PersonTracker, TrackerConfig
 from analytics.zones import Zone, ZoneKind, bottom_centre
 
 __all__ = [
@@ -55,6 +58,8 @@ WHOLE_FRAME = "*"
 """Name of the implicit crowd zone of a camera that has no crowd zone: the whole frame."""
 
 Image = npt.NDArray[np.uint8]
+
+_DEFAULT_TRACKING = TrackerConfig()
 
 
 def count_in_zones(
@@ -116,9 +121,11 @@ class CountSmoother:
 class CrowdResult:
     """One frame's crowd analysis.
 
-    ``boxes``: every detected person (pixels of the frame). ``counts``: persons per crowd
-    zone in this frame. ``smoothed``: the counts after :class:`CountSmoother` — feed these
-    to :class:`CrowdRules`. ``width`` / ``height``: the frame's size.
+    ``boxes``: every person counted (pixels of the frame): the live tracks, a held one at
+    its predicted place, or one frame's detections without a tracker. ``counts``: persons
+    per crowd zone in this frame. ``smoothed``: the counts after :class:`CountSmoother` —
+    feed these to :class:`CrowdRules`. ``width`` / ``height``: the frame's size.
+    ``detected``: what the detector found in this frame alone.
     """
 
     ts: float
@@ -127,21 +134,32 @@ class CrowdResult:
     smoothed: Mapping[str, int]
     width: int
     height: int
+    detected: tuple[PersonBox, ...] = ()
 
 
 class PersonCounter:
-    """Detect, count per zone and smooth, for one camera (the detector may be shared).
+    """Detect, track, count per zone and smooth, for one camera (the detector may be shared).
 
-    Not thread-safe itself (it keeps the smoothing history): one per camera, called from
-    that camera's analysis thread. The shared :class:`PersonDetector` is thread-safe.
+    ``tracker``: how persons are followed between frames (the default
+    :class:`~analytics.tracking.TrackerConfig`); ``None`` counts one frame's detections.
+    ``window_s``: the :class:`CountSmoother` window over the counts (0: off, the default;
+    the tracker already bridges missed detections).
+
+    Not thread-safe itself (it keeps the tracks and the smoothing history): one per camera,
+    called from that camera's analysis thread. The shared :class:`PersonDetector` is.
     """
 
     def __init__(
-        self, detector: PersonDetector, zones: Iterable[Zone] = (), window_s: float = 1.0
+        self,
+        detector: PersonDetector,
+        zones: Iterable[Zone] = (),
+        window_s: float = 0.0,
+        tracker: TrackerConfig | None = _DEFAULT_TRACKING,
     ) -> None:
         self._detector = detector
         self._zones = tuple(zones)
         self._smoother = CountSmoother(window_s)
+        self._tracker = PersonTracker(tracker) if tracker is not None else None
 
     @property
     def zones(self) -> tuple[Zone, ...]:
@@ -149,20 +167,26 @@ class PersonCounter:
         return self._zones
 
     def reset(self) -> None:
-        """Forget the smoothing history (after a reconnect)."""
+        """Forget the tracks and the smoothing history (after a reconnect)."""
         self._smoother.reset()
+        if self._tracker is not None:
+            self._tracker.reset()
 
     def count(self, bgr: Image, ts: float) -> CrowdResult:
         """Detect persons in a BGR frame taken at ``ts`` and count them per zone."""
         found = self._detector.detect(bgr)
-        counts = count_in_zones(found.boxes, found.width, found.height, self._zones)
+        persons = found.boxes
+        if self._tracker is not None:
+            persons = tuple(t.box for t in self._tracker.update(ts, found))
+        counts = count_in_zones(persons, found.width, found.height, self._zones)
         return CrowdResult(
             ts=ts,
-            boxes=found.boxes,
+            boxes=persons,
             counts=counts,
             smoothed=self._smoother.update(ts, counts),
             width=found.width,
             height=found.height,
+            detected=found.boxes,
         )
 
 

@@ -3,7 +3,10 @@
 The file is decoded with PyAV (a single image with ``cv2.imread``); frames are analysed
 at ``fps`` per second of the file's timeline (5 by default; every frame of a file with
 that rate or less): motion with the default :class:`~analytics.motion.MotionDetector`
-and persons with the default :class:`~analytics.persons.PersonDetector`.
+and persons with the default :class:`~analytics.persons.PersonDetector`, followed from
+frame to frame by a :class:`~analytics.tracking.PersonTracker`: a frame's ``persons`` and
+``boxes`` are the live tracked persons, so a person the detector misses for a moment is
+still counted (at the box where they are expected).
 
 With ``--json`` one JSON object per analysed frame goes to stdout, as the contract says,
 ``{"frame", "pts", "motion", "motion_area", "persons", "boxes"}``, then
@@ -29,6 +32,7 @@ import numpy.typing as npt
 
 from analytics.motion import MotionDetector
 from analytics.persons import PersonDetector
+from analytics.tracking import PersonTracker, TrackerConfig
 from config.errors import XueliangError
 
 __all__ = ["DEFAULT_FPS", "AnalyzeError", "analyze_file", "run_analyze"]
@@ -41,6 +45,8 @@ _LONG_FILE_FRAMES = 300  # files shorter than this (30 s at 10 fps) need no prog
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 Image = npt.NDArray[np.uint8]
+
+_DEFAULT_TRACKING = TrackerConfig()
 
 
 class AnalyzeError(XueliangError, ValueError):
@@ -113,11 +119,13 @@ def analyze_file(
     fps: float = DEFAULT_FPS,
     *,
     detector: PersonDetector | None = None,
+    tracking: TrackerConfig | None = _DEFAULT_TRACKING,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> dict[str, object]:
     """Analyse ``path``; write one JSON line per analysed frame to ``out`` when given.
 
+    ``tracking=None`` reports each frame's detections instead of the tracked persons.
     Returns the summary (``frames``, ``analysed``, ``motion_frames``, ``max_persons``,
     ``mean_persons``, ``duration_s``, ``model``, ``elapsed_s``).
     """
@@ -130,10 +138,15 @@ def analyze_file(
     started = time.monotonic()
     detector = detector or PersonDetector.load()
     motion = MotionDetector()
+    tracker = PersonTracker(tracking) if tracking is not None else None
     progress = _Progress(err or sys.stderr, _frame_estimate(path))
     summary = _Summary()
+    last_pts = -math.inf
     for frame in _sampled(_frames(path, summary), fps):
-        record = _analyse(frame, motion, detector)
+        if tracker is not None and frame.pts < last_pts:
+            tracker.reset()  # the timeline jumped back (a concatenated or broken file)
+        last_pts = frame.pts
+        record = _analyse(frame, motion, detector, tracker)
         summary.add(int(str(record["persons"])), bool(record["motion"]))
         if out is not None:
             print(json.dumps(record), file=out, flush=True)
@@ -142,16 +155,22 @@ def analyze_file(
     return summary.as_dict(detector.name, time.monotonic() - started)
 
 
-def _analyse(frame: _Frame, motion: MotionDetector, detector: PersonDetector) -> dict[str, object]:
+def _analyse(
+    frame: _Frame, motion: MotionDetector, detector: PersonDetector, tracker: PersonTracker | None
+) -> dict[str, object]:
     moved = motion.detect(frame.bgr, frame.pts)
-    persons = detector.detect(frame.bgr)
+    found = detector.detect(frame.bgr)
+    persons = found.boxes
+    if tracker is not None:
+        tracks = tracker.update(frame.pts, found)
+        persons = tuple(sorted((t.box for t in tracks), key=lambda b: -b.score))
     return {
         "frame": frame.index,
         "pts": round(frame.pts, 6),
         "motion": moved.motion,
         "motion_area": round(moved.motion_area, 6),
-        "persons": persons.count,
-        "boxes": [box.as_list() for box in persons.boxes],
+        "persons": len(persons),
+        "boxes": [box.as_list() for box in persons],
     }
 
 

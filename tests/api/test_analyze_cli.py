@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -9,8 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from analytics.persons import DetectorConfig, PersonDetector
+from analytics.tracking import TrackerConfig
+from api.analyze import analyze_file
 from tests.conftest import REPO, SHARED_DATA
 
 FRAME_KEYS = {"frame", "pts", "motion", "motion_area", "persons", "boxes"}
@@ -87,6 +92,38 @@ def test_json_lines_follow_the_contract(clip: Path) -> None:
     assert s["mean_persons"] == pytest.approx(mean, abs=1e-3)
     assert s["model"].startswith("ssdlite-pedestrian")
     assert s["elapsed_s"] > 0
+
+
+class _Flickering:
+    """A stand-in person model: three people, the middle one missed in every third frame."""
+
+    name = "flickering"
+    size = (768, 576)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        boxes = [[100, 300, 140, 400], [300, 300, 340, 400], [500, 300, 540, 400]]
+        if self.calls % 3 == 2:
+            del boxes[1]
+        self.calls += 1
+        return np.array(boxes, dtype=np.float32), np.full(len(boxes), 0.9, dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("tracking", "persons"),
+    [(TrackerConfig(), [3] * 15), (None, [3, 3, 2] * 5)],  # tracked; one frame's detections
+)
+def test_persons_are_the_tracked_persons(
+    clip: Path, tracking: TrackerConfig | None, persons: list[int]
+) -> None:
+    out = io.StringIO()
+    detector = PersonDetector(DetectorConfig(), _Flickering())
+    analyze_file(clip, detector=detector, tracking=tracking, out=out, err=io.StringIO())
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["persons"] for r in records] == persons
+    assert all(len(r["boxes"]) == r["persons"] for r in records)
 
 
 def test_without_json_a_short_summary(clip: Path) -> None:

@@ -19,6 +19,7 @@ from analytics.crowd import (
     draw_boxes,
 )
 from analytics.persons import DetectorConfig, PersonBox, PersonDetector
+from analytics.tracking import TrackerConfig
 from analytics.zones import Zone, ZoneKind
 
 W, H = 400, 200
@@ -186,25 +187,82 @@ def test_draw_boxes_draws_on_a_copy() -> None:
 
 
 class _FakeBackend:
-    """Stands in for a model: the same boxes for every image."""
+    """Stands in for a model: the boxes of each frame in turn (the last ones repeat)."""
 
     name = "fake"
     size = (W, H)
 
-    def __init__(self, boxes: list[PersonBox]) -> None:
-        self._boxes = np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], dtype=np.float32)
-        self._scores = np.array([b.score for b in boxes], dtype=np.float32)
+    def __init__(self, frames: list[list[PersonBox]]) -> None:
+        self._frames = [
+            (
+                np.array([[b.x1, b.y1, b.x2, b.y2] for b in bs], dtype=np.float32).reshape(-1, 4),
+                np.array([b.score for b in bs], dtype=np.float32),
+            )
+            for bs in frames
+        ]
+        self._calls = 0
 
     def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._boxes, self._scores
+        boxes, scores = self._frames[min(self._calls, len(self._frames) - 1)]
+        self._calls += 1
+        return boxes, scores
 
 
 def test_person_counter_counts_per_zone_and_smooths() -> None:
     boxes = [person(50, 100), person(150, 190, 0.5), person(300, 150), person(320, 150, 0.1)]
-    detector = PersonDetector(DetectorConfig(), _FakeBackend(boxes))
+    detector = PersonDetector(DetectorConfig(), _FakeBackend([boxes]))
     counter = PersonCounter(detector, zones=(LEFT, RIGHT), window_s=1.0)
     result = counter.count(np.zeros((H, W, 3), dtype=np.uint8), ts=0.0)
     # The 0.1 box is below the detector's threshold; the other three count.
     assert result.counts == {"left": 2, "right": 1}
     assert result.smoothed == {"left": 2, "right": 1}
     assert len(result.boxes) == 3 and (result.width, result.height) == (W, H)
+    assert len(result.detected) == 3
+
+
+def test_person_counter_keeps_counting_a_person_the_detector_misses() -> None:
+    crowd = [person(50, 100), person(150, 190), person(300, 150)]
+    missed = [crowd[0], crowd[2]]  # the detector loses the middle person for two frames
+    frames = [crowd, crowd, missed, missed, crowd]
+    image = np.zeros((H, W, 3), dtype=np.uint8)
+    tracked = PersonCounter(PersonDetector(DetectorConfig(), _FakeBackend(frames)), (LEFT, RIGHT))
+    raw = PersonCounter(
+        PersonDetector(DetectorConfig(), _FakeBackend(frames)), (LEFT, RIGHT), tracker=None
+    )
+    results = [tracked.count(image, ts=i / 5) for i in range(5)]
+    assert [r.smoothed["left"] for r in results] == [2, 2, 2, 2, 2]
+    assert [len(r.detected) for r in results] == [3, 3, 2, 2, 3]
+    held = results[2].boxes[1]  # the held person is drawn where they were last seen
+    assert (held.x1, held.y2) == pytest.approx((140, 190))
+    assert [raw.count(image, ts=i / 5).smoothed["left"] for i in range(5)] == [2, 2, 1, 1, 2]
+
+
+def test_a_flickering_gathering_raises_one_incident_with_its_peak() -> None:
+    """Six people for 14 s, the detector missing two of them every third frame."""
+    people = [person(40 + 50 * k, 150) for k in range(6)]
+    passer_by = person(370, 150, score=0.5)  # a weak detection needs a second hit
+    frames = [people[:2]] * 10  # two people for 2 s
+    for i in range(70):
+        frames.append(people[:4] if i % 3 == 2 else people)
+    frames[30] = [*people, passer_by]  # one frame only: never counted
+    frames[41] = frames[42] = frames[43] = [*people, passer_by]  # stays: counted from 42
+    frames += [people[:1]] * 60  # they leave
+
+    def incidents(tracker: TrackerConfig | None) -> list[CrowdEvent]:
+        detector = PersonDetector(DetectorConfig(), _FakeBackend(frames))
+        counter = PersonCounter(detector, tracker=tracker)
+        rules = CrowdRules(threshold=5, dwell_s=10.0, quiet_s=5.0)
+        image = np.zeros((H, W, 3), dtype=np.uint8)
+        events: list[CrowdEvent] = []
+        for i in range(len(frames)):
+            result = counter.count(image, ts=i / 5)
+            events += rules.update(result.ts, result.smoothed[WHOLE_FRAME])
+        return [e for e in events if isinstance(e, CrowdStarted | CrowdEnded)]
+
+    started, ended = incidents(TrackerConfig())
+    assert isinstance(started, CrowdStarted) and isinstance(ended, CrowdEnded)
+    assert started.started_at == pytest.approx(10 / 5)
+    assert ended.peak_persons == 7
+    assert ended.peak_at == pytest.approx(42 / 5)
+    # One frame's detections dip below the threshold every 0.6 s: no 10 s run, no incident.
+    assert incidents(None) == []
