@@ -311,6 +311,7 @@ class CameraRuntime:
             backoff_max_s=s.ingest.backoff_max_s,
             stable_after_s=s.ingest.stable_after_s,
             permanent_retry_s=s.ingest.auth_retry_s,
+            allow_file_sources=s.ingest.allow_file_sources,
         )
         motion = row.analytics.get("motion", {})
         motion_cfg = MotionConfig(

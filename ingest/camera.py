@@ -10,8 +10,10 @@ password wait ``permanent_retry_s``). Cancelling the task stops the camera: it r
 its threads have ended (bounded by about twice ``read_timeout_s`` for a frozen server).
 
 States: ``connecting`` until the first attempt succeeds or fails; ``online`` while every
-connection of the attempt delivers; ``offline`` (with ``last_error``) after a failure and
-through the retries until the camera is back; ``disabled`` when the config says so.
+connection of the attempt delivers (packets, and decoded pictures on the analysed stream: a
+stream that sends only undecodable packets never counts as online); ``offline`` (with
+``last_error``) after a failure and through the retries until the camera is back;
+``disabled`` when the config says so.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 
@@ -36,6 +38,11 @@ from ingest.redact import configure_av_logging
 from ingest.slot import FrameSlot
 from ingest.sources import Source, SourceOptions, open_source
 from ingest.types import CameraStreamConfig, Frame, PacketSink
+
+if TYPE_CHECKING:
+    from av.packet import Packet
+    from av.video.frame import VideoFrame
+    from av.video.stream import VideoStream
 
 __all__ = [
     "CameraListener",
@@ -149,18 +156,59 @@ class _Failure:
     ffmpeg_log: tuple[str, ...] = ()
 
 
+class _Handler:
+    """The source's handler: the pipeline, plus a call on the first decoded picture.
+
+    A decoding connection is online only once it shows a picture, not at its first packet:
+    a camera sending garbage must not look alive.
+    """
+
+    def __init__(self, pipeline: StreamPipeline, on_picture: Callable[[], None]) -> None:
+        self.pipeline = pipeline
+        self.pictured = False
+        self._on_picture = on_picture
+
+    @property
+    def decode(self) -> bool:
+        return self.pipeline.decode
+
+    def on_open(self, stream: VideoStream) -> None:
+        self.pipeline.on_open(stream)
+
+    def on_packet(self, packet: Packet[VideoStream], wallclock: float) -> None:
+        self.pipeline.on_packet(packet, wallclock)
+
+    def on_frame(self, frame: VideoFrame, wallclock: float) -> None:
+        self.pipeline.on_frame(frame, wallclock)
+        if not self.pictured:
+            self.pictured = True
+            self._on_picture()
+
+    def on_decode_error(self) -> None:
+        self.pipeline.on_decode_error()
+
+    def on_close(self) -> None:
+        self.pipeline.on_close()
+
+
 class _Reader:
     """One connection's thread: runs ``source.run_once`` and reports back to the loop."""
 
     def __init__(
-        self, name: str, source: Source, pipeline: StreamPipeline, loop: asyncio.AbstractEventLoop
+        self, name: str, source: Source, handler: _Handler, loop: asyncio.AbstractEventLoop
     ) -> None:
         self.source = source
-        self.pipeline = pipeline
+        self.handler = handler
+        self.pipeline = handler.pipeline
         self.stop = threading.Event()
         self.done: asyncio.Future[None] = loop.create_future()
         self._loop = loop
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    @property
+    def delivering(self) -> bool:
+        """Packets arrived, and pictures too if this connection decodes."""
+        return bool(self.pipeline.packets) and (self.handler.pictured or not self.pipeline.decode)
 
     def start(self) -> None:
         self._thread.start()
@@ -176,7 +224,7 @@ class _Reader:
     def _main(self) -> None:
         error: BaseException | None = None
         try:
-            self.source.run_once(self.stop, self.pipeline)
+            self.source.run_once(self.stop, self.handler)
         except BaseException as err:  # reported to the task, which decides
             error = err
         # A closed loop raises RuntimeError: then nobody waits for this thread any more.
@@ -301,7 +349,12 @@ class CameraRunner:
 
     async def _attempt(self) -> _Failure:
         self._attempts += 1
-        readers = self._readers(asyncio.get_running_loop())
+        try:
+            readers = self._readers(asyncio.get_running_loop())
+        except Exception as err:  # a source factory that raises must not end the camera
+            failure = self._failure_of(_as_ingest_error(self._config.camera_id, err))
+            self._set_state(CameraState.OFFLINE, failure.message)
+            return failure
         self._current = readers
         for reader in readers:
             reader.start()
@@ -320,6 +373,8 @@ class CameraRunner:
             read_timeout_s=cfg.read_timeout_s,
             analyzeduration_us=cfg.analyzeduration_us,
             decode_threads=cfg.decode_threads,
+            allow_files=cfg.allow_file_sources,
+            no_picture_s=cfg.stall_timeout_s,
         )
         split = cfg.sub_url is not None
         roles = [("main", cfg.main_url, True, not split)]
@@ -342,7 +397,7 @@ class CameraRunner:
             )
             source = self._source_factory(url, options)
             name = f"ingest-{cfg.camera_id}-{role}"
-            readers.append(_Reader(name, source, pipeline, loop))
+            readers.append(_Reader(name, source, _Handler(pipeline, flowing), loop))
         return readers
 
     async def _watch(self, readers: list[_Reader]) -> _Failure:
@@ -362,24 +417,18 @@ class CameraRunner:
         error = done.exception()
         if error is None:  # run_once returns only when stopped, which we did not ask for
             error = StreamEndedError("the camera closed the connection")
-        if not isinstance(error, IngestError):
-            log.error(
-                "camera %s: reader failed unexpectedly",
-                self._config.camera_id,
-                exc_info=(type(error), error, error.__traceback__),
-            )
-            error = IngestError(f"internal error ({type(error).__name__}); see the service log")
-        return self._failure_of(error)
+        return self._failure_of(_as_ingest_error(self._config.camera_id, error))
 
     @staticmethod
     def _failure_of(error: IngestError) -> _Failure:
         return _Failure(str(error), error.permanent, error.ffmpeg_log)
 
     def _flowing(self, readers: list[_Reader]) -> None:
-        """A reader got its first packet; online once every connection of the attempt has."""
+        """A reader got its first packet or picture; online once every connection of the
+        attempt delivers (see :attr:`_Reader.delivering`)."""
         if readers is not self._current or self._state is CameraState.ONLINE:
             return  # a late call from an attempt that already ended
-        if not all(reader.pipeline.packets for reader in readers):
+        if not all(reader.delivering for reader in readers):
             return
         if self._was_online:
             self._reconnects += 1
@@ -424,6 +473,19 @@ class CameraRunner:
             delay,
             tail,
         )
+
+
+def _as_ingest_error(camera_id: str, error: BaseException) -> IngestError:
+    """``error`` itself when it is an :class:`IngestError`; else logged with its traceback
+    (a bug, not a camera problem) and replaced by one that points to the log."""
+    if isinstance(error, IngestError):
+        return error
+    log.error(
+        "camera %s: reader failed unexpectedly",
+        camera_id,
+        exc_info=(type(error), error, error.__traceback__),
+    )
+    return IngestError(f"internal error ({type(error).__name__}); see the service log")
 
 
 async def _stop_readers(readers: list[_Reader]) -> None:

@@ -11,11 +11,22 @@ container under a blocked read crashes), so ``run_once`` checks its stop event b
 packets. A live camera delivers a packet every frame interval; a silent one is cut off by
 PyAV's read timeout (observed: about twice ``read_timeout_s``), which bounds the worst-case
 stop latency. Opening is bounded by ``open_timeout_s``.
+
+Hostile or broken cameras: :func:`open_source` refuses URLs that are not ``rtsp://`` or
+``rtsps://`` (or files, when allowed) before FFmpeg sees them, and FFmpeg may only use the
+protocols RTSP needs (no ``http``, ``file``, ``concat``… behind an RTSP URL or a device's
+stream URI). When opening fails in a way FFmpeg does not explain (it reports "invalid
+data" for a host that accepts the connection and never answers, for one that sends
+garbage, and for one that speaks HTTP), one short probe of the port tells them apart; a
+server that refuses PLAY because it offered no video is re-asked once without the
+video-only filter to say what it offers instead. A stream whose packets keep coming but
+never decode into a picture fails after ``no_picture_s``.
 """
 
 from __future__ import annotations
 
 import errno
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -47,14 +58,24 @@ from ingest.redact import redact, url_secrets
 __all__ = [
     "FileSource",
     "PyAVSource",
+    "RefusedSource",
     "Source",
     "SourceOptions",
     "StreamHandler",
+    "UndecodableStreamError",
     "open_source",
     "translate_error",
+    "url_problem",
 ]
 
 _LOG_TAIL = 8  # FFmpeg lines kept per connection to explain a failure
+STREAM_SCHEMES = ("rtsp", "rtsps")
+# The FFmpeg protocols a live source may open: RTSP runs over TCP (interleaved, see
+# PyAVSource) or TLS (rtsps). FFmpeg then refuses http, file, concat, subfile, pipe… even
+# if a URL or a redirect asks for them.
+_LIVE_PROTOCOLS = "tcp,tls"
+_FILE_PROTOCOLS = "file"
+_PROBE_TIMEOUT_S = 1.0  # the longest the port probe after a failed open waits for an answer
 
 
 class StreamHandler(Protocol):
@@ -102,20 +123,55 @@ class SourceOptions:
     read_timeout_s: float = 5.0
     analyzeduration_us: int = 500_000
     decode_threads: int = 1
+    #: Whether ``file:`` URLs and plain paths may be played (``ingest.allow_file_sources``).
+    allow_files: bool = True
+    #: A decoded stream whose packets yield no picture for this long fails (garbage payload).
+    no_picture_s: float = 20.0
 
 
 def open_source(url: str, options: SourceOptions) -> Source:
-    """The source for ``url``: ``file:`` URLs play a looped file, anything else is read
-    live by FFmpeg (``rtsp://``, ``rtsps://``, ``http://``…)."""
-    if url.startswith("file:"):
-        return FileSource(_file_path(url), options)
-    return PyAVSource(url, options)
+    """The source for ``url``: ``rtsp://`` and ``rtsps://`` are read live by FFmpeg;
+    ``file:`` URLs and plain paths play a looped file when ``options.allow_files``.
+
+    Any other URL (``http://``, ``concat:``, control characters…) gives a
+    :class:`RefusedSource`, whose attempts fail with a permanent error naming the problem.
+    """
+    problem = url_problem(url, allow_files=options.allow_files)
+    if problem is not None:
+        return RefusedSource(url, problem)
+    if urlsplit(url).scheme.lower() in STREAM_SCHEMES:
+        return PyAVSource(url, options)
+    return FileSource(_file_path(url), options)
+
+
+def url_problem(url: str, *, allow_files: bool) -> str | None:
+    """Why ``url`` may not be opened as a camera, or None when it may."""
+    if not url:
+        return "the camera URL is empty"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "the camera URL contains spaces or control characters (newline, tab, NUL…)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises on a non-numeric or out-of-range port
+    except ValueError as err:
+        return f"the camera URL is not a valid URL: {redact(str(err))}"
+    scheme = parts.scheme.lower()
+    if scheme in STREAM_SCHEMES:
+        return None if parts.hostname else "the camera URL names no host"
+    if scheme in ("file", ""):
+        if allow_files:
+            return None
+        return "file sources are disabled on this server (ingest.allow_file_sources)"
+    return f"URL scheme {scheme[:16]!r} is not allowed: cameras are read over rtsp:// or rtsps://"
 
 
 def _file_path(url: str) -> Path:
-    if url.startswith("file://"):
+    if urlsplit(url).scheme.lower() != "file":
+        return Path(url)  # a plain path
+    rest = url[len("file:") :]
+    if rest.startswith("//"):
         return Path(unquote(urlsplit(url).path))
-    return Path(unquote(url.removeprefix("file:")))
+    return Path(unquote(rest))
 
 
 class PyAVSource:
@@ -136,28 +192,68 @@ class PyAVSource:
         # Capture this thread's FFmpeg lines: they explain failures PyAV only numbers.
         with av.logging.Capture(local=True) as ffmpeg_log:
             opened = False
+            started = time.monotonic()
             try:
                 container = self._open()
                 opened = True
                 with container:
                     self._read(container, stop, handler, ffmpeg_log)
             except av.FFmpegError as err:
-                raise translate_error(
-                    err, opened=opened, options=self._options, log=self._tail(ffmpeg_log)
-                ) from err
+                log = self._tail(ffmpeg_log)
+                found = translate_error(err, opened=opened, options=self._options, log=log)
+                if not opened and not stop.is_set():
+                    # FFmpeg reports the open timeout's interrupt as "invalid data" too.
+                    timed_out = time.monotonic() - started >= 0.9 * self._options.open_timeout_s
+                    found = self._explain(err, found, timed_out=timed_out)
+                    found.ffmpeg_log = log
+                raise found from err
 
-    def _open(self) -> InputContainer:
+    def _open(self, *, video_only: bool = True) -> InputContainer:
         opts = self._options
+        options = {
+            "rtsp_transport": "tcp",
+            "protocol_whitelist": _LIVE_PROTOCOLS,
+            "analyzeduration": str(opts.analyzeduration_us),
+            "timeout": str(int(opts.read_timeout_s * 1_000_000)),
+        }
+        if video_only:
+            options["allowed_media_types"] = "video"  # no audio SETUP: less bandwidth and CPU
         return av.open(
-            self._url,
-            options={
-                "rtsp_transport": "tcp",
-                "allowed_media_types": "video",  # no audio SETUP: less bandwidth and CPU
-                "analyzeduration": str(opts.analyzeduration_us),
-                "timeout": str(int(opts.read_timeout_s * 1_000_000)),
-            },
-            timeout=(opts.open_timeout_s, opts.read_timeout_s),
+            self._url, options=options, timeout=(opts.open_timeout_s, opts.read_timeout_s)
         )
+
+    def _explain(self, err: av.FFmpegError, found: IngestError, *, timed_out: bool) -> IngestError:
+        """A clearer error for an open that failed without FFmpeg saying why."""
+        e = av.error
+        if isinstance(err, e.HTTPClientError) and not found.permanent:
+            # The camera refused PLAY: with the video-only filter, a camera that offers no
+            # video gets no SETUP, and answers PLAY with 454/455 (gst-rtsp-server: 454).
+            offered = self._media_without_video()
+            if offered is not None:
+                found = UnsupportedStreamError(
+                    f"no video stream: the camera offers only {offered}; "
+                    "check the URL's path or the camera's stream settings"
+                )
+        elif isinstance(err, e.InvalidDataError | e.ExitError | e.TimeoutError):
+            found = _probe_verdict(self._url, self._options, found, timed_out=timed_out)
+        return found
+
+    def _media_without_video(self) -> str | None:
+        """What the camera offers when it offers no video ("audio (opus)"); None if it
+        offers video after all or cannot be asked."""
+        try:
+            with self._open(video_only=False) as container:
+                if container.streams.video:
+                    return None
+                kinds = sorted(
+                    {
+                        f"{s.type} ({s.codec_context.name if s.codec_context else 'unknown'})"
+                        for s in container.streams
+                    }
+                )
+                return ", ".join(kinds) or "no media at all"
+        except av.FFmpegError:
+            return None
 
     def _packets(
         self, container: InputContainer, stream: VideoStream, stop: threading.Event
@@ -178,15 +274,17 @@ class PyAVSource:
         ffmpeg_log: list[tuple[int, str, str]],
     ) -> None:
         stream = _video_stream(container)
-        if handler.decode:
+        decode = handler.decode
+        if decode:
             _configure_decoder(stream, self._options.decode_threads)
+        watch = _PictureWatch(stream, self._options.no_picture_s)
         handler.on_open(stream)
         try:
             for packet in self._packets(container, stream, stop):
                 now = time.time()
                 handler.on_packet(packet, now)
-                if handler.decode:
-                    _decode(packet, handler, now)
+                if decode:
+                    watch.saw(_decode(packet, handler, now))
                 if len(ffmpeg_log) > 4 * _LOG_TAIL:
                     del ffmpeg_log[:-_LOG_TAIL]  # bounded: the capture list is ours to trim
         finally:
@@ -195,6 +293,98 @@ class PyAVSource:
     def _tail(self, ffmpeg_log: list[tuple[int, str, str]]) -> tuple[str, ...]:
         lines = ffmpeg_log[-_LOG_TAIL:]
         return tuple(redact(f"[{name}] {msg.strip()}", self._secrets) for _lvl, name, msg in lines)
+
+
+class RefusedSource:
+    """A URL this service does not open: every attempt fails with why (permanent)."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        self._url = url
+        self._problem = problem
+
+    @property
+    def display_url(self) -> str:
+        """The URL with credentials masked and control characters escaped."""
+        shown = redact(self._url, url_secrets(self._url))
+        return shown.encode("unicode_escape").decode("ascii")[:300]
+
+    def run_once(self, stop: threading.Event, handler: StreamHandler) -> None:
+        """Fail at once, without touching the network or the file system."""
+        raise UnsupportedStreamError(self._problem)
+
+
+def _probe_verdict(
+    url: str, options: SourceOptions, found: IngestError, *, timed_out: bool
+) -> IngestError:
+    """Tell apart the hosts FFmpeg reports alike ("invalid data", often after the open
+    timeout): silent, closing, speaking HTTP or garbage, or an RTSP server too slow.
+
+    Sends one RTSP OPTIONS request and reads the first bytes of the answer. Only for plain
+    ``rtsp://`` (a TLS handshake would say no more here).
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "rtsp" or not parts.hostname:
+        return found
+    port = parts.port or 554
+    answer = _probe(parts.hostname, port, min(_PROBE_TIMEOUT_S, options.open_timeout_s))
+    if answer is None:  # no longer reachable: the open's own error says it
+        return found
+    if answer == b"":
+        return StreamEndedError(
+            f"the camera closed the connection without answering: check that port {port} "
+            "is its RTSP port"
+        )
+    if answer.startswith(b"RTSP/"):
+        if not timed_out:
+            return found  # it speaks RTSP and promptly sent something that is not a stream
+        return IngestError(
+            f"the camera answers RTSP but started no stream within {options.open_timeout_s:g} s"
+        )
+    if answer.startswith(b"HTTP/"):
+        return UnsupportedStreamError(
+            f"port {port} answers HTTP, not RTSP: check the URL's port (RTSP is usually 554)"
+        )
+    if len(answer) < 5 and b"RTSP/".startswith(answer):
+        answer = b"?"  # a partial "RTSP/" trickled in: as good as no answer
+    if answer == b"?":
+        return CameraUnreachableError(
+            f"the camera accepts connections on port {port} but does not answer "
+            f"(nothing within {options.open_timeout_s:g} s): check its address and port"
+        )
+    return UnsupportedStreamError(
+        f"the camera's answer on port {port} is not RTSP: check the URL's address and port"
+    )
+
+
+def _probe(host: str, port: int, timeout: float) -> bytes | None:
+    """The first 5 bytes answered to an RTSP OPTIONS request; ``b""`` if the server closed
+    the connection, ``b"?"`` if it stayed silent, None if it cannot be reached."""
+    request = f"OPTIONS rtsp://{host}:{port}/ RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode(
+        "ascii", "replace"
+    )
+    deadline = time.monotonic() + timeout
+    answer = b""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return None
+    with sock:
+        try:
+            sock.sendall(request)
+            while len(answer) < 5:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                sock.settimeout(remaining)
+                chunk = sock.recv(5 - len(answer))
+                if not chunk:
+                    return answer
+                answer += chunk
+        except TimeoutError:
+            pass
+        except OSError:  # reset: the server hung up (after what it had sent)
+            return answer
+    return answer or b"?"
 
 
 class FileSource:
@@ -216,7 +406,10 @@ class FileSource:
     def run_once(self, stop: threading.Event, handler: StreamHandler) -> None:
         """Play the file until ``stop``; raises if it is missing or unreadable."""
         try:
-            container = av.open(str(self._path))
+            # "file:" + whitelist: a path such as "concat:a|b" or "http:/x" stays a path.
+            container = av.open(
+                f"file:{self._path}", options={"protocol_whitelist": _FILE_PROTOCOLS}
+            )
         except av.error.FileNotFoundError as err:
             raise StreamNotFoundError(f"file not found: {self._path}") from err
         except av.FFmpegError as err:
@@ -251,6 +444,7 @@ class FileSource:
         handler: StreamHandler,
     ) -> bool:
         seen = False
+        watch = _PictureWatch(stream, self._options.no_picture_s)
         for packet in container.demux(stream):
             if not packet.size:
                 continue
@@ -260,7 +454,7 @@ class FileSource:
             now = time.time()
             handler.on_packet(packet, now)
             if handler.decode:
-                _decode(packet, handler, now)
+                watch.saw(_decode(packet, handler, now))
         return seen
 
 
@@ -301,11 +495,46 @@ class _LoopClock:
 
 def _video_stream(container: InputContainer) -> VideoStream:
     if not container.streams.video:
-        raise UnsupportedStreamError("the stream has no video track")
+        kinds = sorted({s.type for s in container.streams})
+        offered = f"only {', '.join(kinds)}" if kinds else "nothing"
+        raise UnsupportedStreamError(f"no video stream: the stream holds {offered}")
     stream = container.streams.video[0]
     if stream.codec_context is None:
         raise UnsupportedStreamError("the camera's video codec is not supported")
     return stream
+
+
+class UndecodableStreamError(IngestError):
+    """Packets arrive but none decodes; retried with the normal backoff (may be transient)."""
+
+
+class _PictureWatch:
+    """Fails a connection whose packets keep coming but never decode into a picture.
+
+    That is a garbage payload or a codec variant the decoder cannot handle; without this
+    the camera would look alive (packets flow) while analysis gets nothing. The clock
+    starts at the open, so the first keyframe may take up to ``limit_s``.
+    """
+
+    def __init__(self, stream: VideoStream, limit_s: float) -> None:
+        self._codec = stream.codec_context.name if stream.codec_context else "video"
+        self._limit_s = limit_s
+        self._deadline = time.monotonic() + limit_s
+        self._failed = 0
+
+    def saw(self, frames: int) -> None:
+        """One packet was decoded into ``frames`` pictures."""
+        now = time.monotonic()
+        if frames:
+            self._deadline, self._failed = now + self._limit_s, 0
+            return
+        self._failed += 1
+        if now > self._deadline:
+            raise UndecodableStreamError(
+                f"no picture: {self._failed} {self._codec} packets in {self._limit_s:g} s "
+                "could not be decoded (corrupt or unsupported video): check the camera's "
+                "video encoding settings"
+            )
 
 
 def _configure_decoder(stream: VideoStream, threads: int) -> None:
@@ -318,15 +547,17 @@ def _configure_decoder(stream: VideoStream, threads: int) -> None:
         ctx.thread_type = "AUTO"
 
 
-def _decode(packet: Packet[VideoStream], handler: StreamHandler, wallclock: float) -> None:
+def _decode(packet: Packet[VideoStream], handler: StreamHandler, wallclock: float) -> int:
+    """Decode ``packet``, hand its frames to ``handler``; return how many there were."""
     try:
         frames = packet.decode()
     except av.error.InvalidDataError:
         # Packet loss or a corrupt slice; the next keyframe repairs the picture.
         handler.on_decode_error()
-        return
+        return 0
     for frame in frames:
         handler.on_frame(frame, wallclock)
+    return len(frames)
 
 
 def translate_error(

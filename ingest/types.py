@@ -58,9 +58,9 @@ class CameraStreamConfig:
     given, is decoded for analysis; without it the main stream is decoded and one
     connection serves both. URLs may carry credentials (``rtsp://user:pass@host/path``);
     they are never logged unredacted. ``file://`` URLs or plain paths play a video file in
-    a loop at its own frame rate, as if live. Two configs that compare equal describe the
-    same running camera, so :meth:`CameraManager.apply` restarts a camera only when its
-    config changed.
+    a loop at its own frame rate, as if live (when ``allow_file_sources``). Two configs
+    that compare equal describe the same running camera, so :meth:`CameraManager.apply`
+    restarts a camera only when its config changed.
     """
 
     camera_id: str
@@ -91,6 +91,11 @@ class CameraStreamConfig:
     decode_threads: int = 1
     #: Frames the analysis slot holds before it drops the oldest.
     slot_size: int = 2
+    #: Whether ``file:`` URLs and plain paths may be played; when false such a camera
+    #: stays offline saying so (``ingest.allow_file_sources``; a stored row or an ONVIF
+    #: device's stream URI could still name a file). Other schemes than ``rtsp``/``rtsps``
+    #: are always refused.
+    allow_file_sources: bool = True
 
     def __post_init__(self) -> None:
         if not self.camera_id:

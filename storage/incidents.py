@@ -17,6 +17,7 @@ from sqlalchemy.sql import Select
 from config.errors import XueliangError
 from storage.events import append_event
 from storage.models import Incident, IncidentAction, utcnow
+from storage.objects import key_segment
 
 #: review action → (states it applies to, resulting state)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -40,12 +41,17 @@ def new_incident_id() -> str:
 
 
 def clip_key(camera_id: str, started_at: datetime, incident_id: str, ext: str = "mp4") -> str:
-    """``clips/{camera_id}/{YYYY}/{MM}/{DD}/{incident_id}.mp4`` (UTC date of the start)."""
-    return f"clips/{camera_id}/{started_at:%Y/%m/%d}/{incident_id}.{ext}"
+    """``clips/{camera_id}/{YYYY}/{MM}/{DD}/{incident_id}.mp4`` (UTC date of the start).
+
+    Each id must be one key segment (``InvalidObjectKey`` otherwise): no id leaves its folder.
+    """
+    name = f"{key_segment(incident_id, 'incident id')}.{key_segment(ext, 'extension')}"
+    return f"clips/{key_segment(camera_id, 'camera id')}/{started_at:%Y/%m/%d}/{name}"
 
 
 def snapshot_key(camera_id: str, started_at: datetime, incident_id: str) -> str:
-    return f"snapshots/{camera_id}/{started_at:%Y/%m/%d}/{incident_id}.jpg"
+    name = f"{key_segment(incident_id, 'incident id')}.jpg"
+    return f"snapshots/{key_segment(camera_id, 'camera id')}/{started_at:%Y/%m/%d}/{name}"
 
 
 def summary(row: Incident) -> dict[str, Any]:

@@ -254,6 +254,21 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
+def key_segment(value: str, what: str = "key segment") -> str:
+    """Return ``value`` if it is exactly one valid key segment, else raise
+    :class:`InvalidObjectKey` naming ``what``.
+
+    Key builders pass every id they put into a key through this, so an id such as
+    ``"../x"``, ``"a/b"`` or ``"."`` can never move an object into another folder.
+    """
+    if not isinstance(value, str):
+        raise InvalidObjectKey(f"{what} must be a str, not {type(value).__name__}")
+    problem = "it contains '/'" if "/" in value else _key_problem(value)
+    if problem:
+        raise InvalidObjectKey(f"invalid {what} {_shorten(value)}: {problem}")
+    return value
+
+
 def validate_prefix(prefix: str) -> str:
     """Return ``prefix`` if it may be listed: ``""``, or a valid key with an optional '/'."""
     if prefix == "":

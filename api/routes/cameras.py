@@ -83,7 +83,9 @@ def _placed(session: Session, row: Camera, who: Principal, grid_given: bool) -> 
 
 
 def _check_scheme(services: Services, field: str, url: str | None) -> None:
-    if url and url.startswith("file:") and not services.settings.ingest.allow_file_sources:
+    # urlsplit: schemes are case-insensitive ("FILE:///etc/passwd" is a file URL too).
+    scheme = urlsplit(url).scheme.lower() if url else ""
+    if scheme == "file" and not services.settings.ingest.allow_file_sources:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_ENTITY,
             [

@@ -17,15 +17,25 @@ sessions can run at once. Usage::
 ``rtsp_server`` is a function-scoped factory: call it with the mounts (path → options, see
 ``rtsp_server_main.py``); every server it started is killed at teardown.
 ``make_h264_clip`` writes a small H.264 MP4 with PyAV for ``h264file`` mounts.
+
+Hostile cameras: ``h265_pattern``, ``audio_only``, ``audio_video_pattern`` and
+``garbage_h264`` (RTP carrying corrupted H.264) are mounts like the others;
+``server.restart(mounts)`` brings the same port back with other mounts (a camera switched
+from H.264 to H.265). ``hostile_tcp(mode)`` starts a :class:`HostileTcpServer`: a port that
+accepts and never answers, answers with random bytes, floods them, or answers HTTP.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import selectors
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
@@ -39,9 +49,15 @@ import pytest
 
 __all__ = [
     "VTEST",
+    "HostileTcpServer",
     "RtspServer",
+    "audio_only",
+    "audio_video_pattern",
     "file_mount",
+    "garbage_h264",
     "h264file_mount",
+    "h265_pattern",
+    "hostile_tcp",
     "live_pattern",
     "make_h264_clip",
     "rtsp_server",
@@ -81,6 +97,61 @@ def h264file_mount(path: Path, *, fps: float | None = None, loop: bool = True) -
     if fps is not None:
         mount["fps"] = fps
     return mount
+
+
+def _raw_video(width: int, height: int, fps: int) -> str:
+    return (
+        f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},"
+        f"framerate={fps}/1"
+    )
+
+
+def _x264(fps: int) -> str:
+    return f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} bitrate=500"
+
+
+def h265_pattern(*, width: int = 320, height: int = 240, fps: int = 10) -> dict[str, Any]:
+    """A live H.265 (HEVC, Main profile) camera, keyframe every second."""
+    return {
+        "kind": "launch",
+        "launch": f"( {_raw_video(width, height, fps)} ! x265enc tune=zerolatency "
+        f"speed-preset=ultrafast key-int-max={fps} bitrate=500 ! video/x-h265,profile=main "
+        f"! rtph265pay name=pay0 pt=96 config-interval=1 )",
+    }
+
+
+def audio_only() -> dict[str, Any]:
+    """A stream that offers nothing but Opus audio (an intercom, a mis-set camera)."""
+    return {
+        "kind": "launch",
+        "launch": "( audiotestsrc is-live=true ! audioconvert ! opusenc "
+        "! rtpopuspay name=pay0 pt=97 )",
+    }
+
+
+def audio_video_pattern(*, width: int = 320, height: int = 240, fps: int = 10) -> dict[str, Any]:
+    """H.264 video plus an Opus audio track (the usual camera with a microphone)."""
+    return {
+        "kind": "launch",
+        "launch": f"( {_raw_video(width, height, fps)} ! {_x264(fps)} "
+        f"! rtph264pay name=pay0 pt=96 config-interval=1 "
+        f"audiotestsrc is-live=true ! audioconvert ! opusenc ! rtpopuspay name=pay1 pt=97 )",
+    }
+
+
+def garbage_h264(
+    *, width: int = 320, height: int = 240, fps: int = 10, probability: float = 0.5, seed: int = 7
+) -> dict[str, Any]:
+    """Valid RTSP and RTP whose H.264 payload is garbage: every NAL unit keeps its start
+    code and header (so it is packetised as usual) and ``probability`` of its other bytes,
+    parameter sets included, are random (GStreamer's ``breakmydata``)."""
+    return {
+        "kind": "launch",
+        "launch": f"( {_raw_video(width, height, fps)} ! {_x264(fps)} ! h264parse "
+        f"! video/x-h264,stream-format=byte-stream,alignment=nal "
+        f"! breakmydata probability={probability} seed={seed} skip=5 "
+        f"! rtph264pay name=pay0 pt=96 config-interval=1 )",
+    }
 
 
 class RtspServer:
@@ -144,9 +215,13 @@ class RtspServer:
         """Kill the server (SIGKILL): connections drop at once, like a crash."""
         self._kill()
 
-    def restart(self, timeout: float = 20.0) -> None:
-        """Start again on the same port with the same mounts."""
+    def restart(
+        self, mounts: Mapping[str, Mapping[str, Any]] | None = None, timeout: float = 20.0
+    ) -> None:
+        """Start again on the same port, with the same mounts or with ``mounts``."""
         self._kill()
+        if mounts is not None:
+            self.mounts = {path: dict(opts) for path, opts in mounts.items()}
         self.start(timeout)
 
     def freeze(self) -> None:
@@ -200,6 +275,119 @@ def make_h264_clip(
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path
+
+
+class HostileTcpServer:
+    """A loopback port that misbehaves towards RTSP clients (threads in this process).
+
+    Modes: ``silent`` accepts and never answers; ``garbage`` answers the first request
+    with random bytes, then stays silent; ``flood`` sends random bytes without end;
+    ``http`` answers like a web server and hangs up. ``accepted`` counts connections so
+    far, ``connections`` those still open (0 once every client has gone).
+    """
+
+    MODES = ("silent", "garbage", "flood", "http")
+
+    def __init__(self, mode: str, *, seed: int = 7) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}")
+        self.mode = mode
+        self._seed = seed
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._closed = threading.Event()
+        self.accepted = 0
+        self._accepter = threading.Thread(target=self._accept, name=f"hostile-{mode}", daemon=True)
+        self._accepter.start()
+
+    @property
+    def connections(self) -> int:
+        """Accepted connections not yet closed."""
+        with self._lock:
+            return len(self._open)
+
+    def url(self, path: str = "/cam", scheme: str = "rtsp") -> str:
+        """A URL pointing at this port."""
+        return f"{scheme}://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def close(self) -> None:
+        """Stop accepting, hang up on every client and wait for the threads."""
+        self._closed.set()
+        self._accepter.join()
+        self._listener.close()
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._open.add(conn)
+                self.accepted += 1
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        rng = random.Random(self._seed)
+        try:
+            conn.settimeout(0.2)
+            if self.mode != "silent":
+                self._recv(conn)  # the client's first request
+            if self.mode == "http":
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                return
+            if self.mode == "garbage":
+                conn.sendall(rng.randbytes(4096))
+            while not self._closed.is_set():
+                if self.mode == "flood":
+                    conn.sendall(rng.randbytes(4096))
+                    time.sleep(0.01)
+                elif self._recv(conn) == b"":
+                    return  # the client hung up
+        except OSError:
+            pass  # reset by the client, or shut down by close()
+        finally:
+            with self._lock:
+                self._open.discard(conn)
+            conn.close()
+
+    def _recv(self, conn: socket.socket) -> bytes | None:
+        """What arrived within 0.2 s (None: nothing yet; b"": the client hung up)."""
+        while not self._closed.is_set():
+            try:
+                return conn.recv(4096)
+            except TimeoutError:
+                if self.mode != "flood":
+                    return None
+        return b""
+
+
+@pytest.fixture
+def hostile_tcp() -> Iterator[Callable[[str], HostileTcpServer]]:
+    """Factory: ``hostile_tcp(mode)`` starts a :class:`HostileTcpServer`; closed at teardown."""
+    servers: list[HostileTcpServer] = []
+
+    def start(mode: str) -> HostileTcpServer:
+        servers.append(HostileTcpServer(mode))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ CONFIG (JSON)::
        "/cam1": {"kind": "testsrc", "width": 640, "height": 360, "fps": 15, "keyint": 15,
                  "user": "admin", "password": "secret"},      # user/password: Basic auth
        "/walk": {"kind": "file", "path": "vtest.avi", "fps": 10, "loop": true},
-       "/h264": {"kind": "h264file", "path": "clip.mp4", "loop": true}}}
+       "/h264": {"kind": "h264file", "path": "clip.mp4", "loop": true},
+       "/raw": {"kind": "launch", "launch": "( videotestsrc ! x265enc ! rtph265pay name=pay0 )"}}}
 
 Kinds:
 - ``testsrc``: live ``videotestsrc`` with a clock overlay, encoded with x264 (baseline).
@@ -23,6 +24,8 @@ Kinds:
 - ``h264file``: an H.264 file (MP4/MKV/Annex B) served without re-encoding. Its access
   units are read into memory once and pushed through an ``appsrc`` at ``fps`` (default:
   the file's own rate), looping with ever-increasing timestamps.
+- ``launch``: a raw gst-rtsp-server launch line (payloaders named ``pay0``, ``pay1``…), for
+  cameras the other kinds cannot describe (H.265, audio only, corrupted payloads).
 
 Prints ``READY port=<port>`` on stdout once bound, then runs until killed. Binds 127.0.0.1
 only. Each client gets its own pipeline unless the mount says ``"shared": true``: shared
@@ -187,6 +190,8 @@ def make_factory(mount: str, m: dict[str, Any]) -> GstRtspServer.RTSPMediaFactor
             factory.set_launch(testsrc_launch(m))
         elif kind == "file":
             factory.set_launch(file_launch(mount, m))
+        elif kind == "launch":
+            factory.set_launch(m["launch"])
         else:
             raise SystemExit(f"unknown mount kind {kind!r} for {mount}")
     factory.set_shared(bool(m.get("shared", False)))
