@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api import openapi
 from api.archiver import Archiver
 from api.delivery import DeliveryWorker
+from api.deps import refuse_nul
 from api.metrics import SpoolCollector
 from api.middleware import BodyLimit, HttpMetrics, install_security
 from api.retention import RetentionWorker
@@ -98,9 +100,10 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
     )
     app.state.services = services
     _install_error_handlers(app)
+    openapi.install(app)
     app.include_router(ops.router)
     app.include_router(console.router)
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(refuse_nul)])
     api.include_router(events.router)
     api.include_router(cameras.router)
     api.include_router(onvif.router)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import secrets
 from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import Services
@@ -71,3 +76,59 @@ def require(*roles: str) -> Callable[[Principal], Principal]:
 
 
 AdminDep = Annotated[Principal, Depends(require("admin"))]
+
+
+async def refuse_nul(request: Request) -> None:
+    """422 for a NUL character in a path or query parameter or in a JSON string.
+
+    No name, id, code or URL of this API has one, and PostgreSQL cannot store or even
+    compare text with one (SQLite would): refused here, alike on both, naming the field.
+    """
+    errors = [_nul("path", name) for name, v in request.path_params.items() if "\x00" in str(v)]
+    route = request.scope.get("route")
+    declared = _query_names(route.dependant) if isinstance(route, APIRoute) else set()
+    errors += [
+        _nul("query", name)
+        for name, v in request.query_params.multi_items()
+        if name in declared and "\x00" in v
+    ]
+    if "json" in request.headers.get("content-type", ""):
+        body = await request.body()  # read once: FastAPI reuses it
+        # A JSON text can only carry NUL escaped; look closer only when it may.
+        if b"\\u0000" in body:
+            with contextlib.suppress(ValueError, RecursionError):
+                where = _nul_in(json.loads(body))
+                if where is not None:
+                    errors.append(_nul("body", *where))
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _nul(*loc: str | int) -> dict[str, object]:
+    return {"loc": list(loc), "msg": "must not contain a NUL character", "type": "value_error"}
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _nul_in(value: object) -> list[str | int] | None:
+    """Where the first string with a NUL lies in a JSON value (keys count too), or None."""
+    if isinstance(value, str):
+        return [] if "\x00" in value else None
+    items: list[tuple[str | int, object]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return [key]
+            items.append((key, item))
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    for key, item in items:
+        inner = _nul_in(item)
+        if inner is not None:
+            return [key, *inner]
+    return None

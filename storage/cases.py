@@ -103,9 +103,9 @@ def list_cases(
             query = query.where(column == value)
     if f.external_ref is not None:
         query = query.where(Case.external_ref == f.external_ref)
-    for grid in (f.grid_code, f.within):
+    for i, grid in enumerate((f.grid_code, f.within)):
         if grid is not None:
-            query = query.where(Case.grid_code.in_(subtree_query(grid)))
+            query = query.where(Case.grid_code.in_(subtree_query(grid, f"subtree{i}")))
     if cursor:
         at, last_id = _decode_cursor(cursor)
         query = query.where(

@@ -172,9 +172,12 @@ def _validity_message(reason: str, kind: str) -> str:
 # Hierarchy ----------------------------------------------------------------------------------
 
 
-def subtree_query(code: str) -> Select[tuple[str]]:
-    """A SELECT of ``code`` and the codes of every grid below it (use with ``in_``)."""
-    anchor = select(cast(literal(code), String(64)).label("code")).cte("subtree", recursive=True)
+def subtree_query(code: str, name: str = "subtree") -> Select[tuple[str]]:
+    """A SELECT of ``code`` and the codes of every grid below it (use with ``in_``).
+
+    ``name`` names its CTE: give each subtree of one statement its own.
+    """
+    anchor = select(cast(literal(code), String(64)).label("code")).cte(name, recursive=True)
     tree = anchor.union(select(Grid.code).where(Grid.parent_code == anchor.c.code))
     return select(tree.c.code)
 

@@ -87,7 +87,7 @@ def _check_scheme(services: Services, field: str, url: str | None) -> None:
     scheme = urlsplit(url).scheme.lower() if url else ""
     if scheme == "file" and not services.settings.ingest.allow_file_sources:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             [
                 {
                     "loc": ["body", field],
@@ -184,7 +184,7 @@ def availability(
     until = _aware(until) if until else datetime.now(UTC)
     since = _aware(since) if since else until - timedelta(days=1)
     if since >= until:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "since must be before until")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must be before until")
     with services.db.session() as session:
         cams = _visible_cameras(session, who)
         names = {c.id: c.name for c in cams}

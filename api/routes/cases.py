@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from sqlalchemy.orm import Session
 
 from api.deps import ServicesDep, require
+from api.openapi import BAD_CURSOR
 from api.schemas.cases import (
     CaseCreate,
     CaseDetail,
@@ -80,7 +81,7 @@ def _grid_for_new_case(session: Session, who: Principal, grid_code: str | None) 
     visible = visible_grid_codes(session, who)
     if get_grid(session, grid_code) is None or (visible is not None and grid_code not in visible):
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             [
                 {
                     "loc": ["body", "grid_code"],
@@ -103,7 +104,7 @@ def create_case(body: CaseCreate, services: ServicesDep, who: CaseWorker) -> Cas
         return _detail(session, case)
 
 
-@router.get("", response_model=CaseList)
+@router.get("", response_model=CaseList, responses={400: BAD_CURSOR})
 def list_cases(
     services: ServicesDep,
     who: CaseWorker,

@@ -20,6 +20,8 @@ from storage.tokens import Principal
 router = APIRouter(prefix="/events", tags=["events"])
 Reader = Annotated[Principal, Depends(require("grid_platform", "operator"))]
 
+#: Sequence numbers are 64-bit integers in the database; a larger one names no event.
+MAX_SEQ = 2**63 - 1
 POLL_S = 1.0  # other processes' events are seen within this delay
 HEARTBEAT_S = 15.0
 BATCH = 200
@@ -45,7 +47,9 @@ def _out(e: EventRecord) -> EventOut:
 def get_events(
     services: ServicesDep,
     _: Reader,
-    after: Annotated[int, Query(ge=0, description="Return events with seq > after.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_SEQ, description="Return events with seq > after.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     type: Annotated[list[str] | None, Query(description="Only these event types.")] = None,
 ) -> EventPage:
@@ -65,8 +69,10 @@ async def stream_events(
     request: Request,
     services: ServicesDep,
     _: Reader,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
-    after: Annotated[int | None, Query(ge=0, description="Start after this seq.")] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ)] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="Start after this seq.")
+    ] = None,
 ) -> StreamingResponse:
     """Server-Sent Events; reconnect with ``Last-Event-ID`` to resume without gaps."""
     start = last_event_id if last_event_id is not None else after

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Respon
 from sqlalchemy.orm import Session
 
 from api.deps import ServicesDep, require
+from api.openapi import BAD_CURSOR
 from api.schemas.grids import GridImportOut, GridList, GridOut, GridPut, Level
 from api.scope import check_visible, visible_grid_codes
 from storage import grids as repo
@@ -104,7 +105,7 @@ def import_grids(
     return GridImportOut(**detail)
 
 
-@router.get("", response_model=GridList)
+@router.get("", response_model=GridList, responses={400: BAD_CURSOR})
 def list_grids(
     services: ServicesDep,
     who: Reader,

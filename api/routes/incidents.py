@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from api.deps import ServicesDep, require
+from api.openapi import BAD_CURSOR
 from api.schemas.incidents import (
     ClipRef,
     HistoryItem,
@@ -82,7 +83,7 @@ def incident_out(
     )
 
 
-@router.get("", response_model=IncidentPage)
+@router.get("", response_model=IncidentPage, responses={400: BAD_CURSOR})
 def list_incidents(
     services: ServicesDep,
     who: Reader,
@@ -96,7 +97,8 @@ def list_incidents(
     cursor: str | None = None,
 ) -> IncidentPage:
     """Newest first; follow ``next_cursor`` for older pages."""
-    within = [subtree_query(code) for code in (grid_code, who.grid_scope) if code]
+    codes = [code for code in (grid_code, who.grid_scope) if code]
+    within = [subtree_query(code, f"subtree{i}") for i, code in enumerate(codes)]
     f = repo.IncidentFilter(
         camera_id=camera_id,
         within=tuple(within),
@@ -119,7 +121,7 @@ def _time(name: str, value: str | None) -> datetime | None:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             [{"loc": ["query", name], "msg": "not an RFC 3339 time", "type": "value_error"}],
         ) from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)

@@ -58,7 +58,7 @@ def _grid_codes(session: Session, who: Principal, wanted: list[str] | None) -> l
     outside = sorted(set(wanted) - set(visible))
     if outside:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             [
                 {
                     "loc": ["body", "grid_codes"],
@@ -123,7 +123,9 @@ def list_deliveries(
     services: ServicesDep,
     who: Platform,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="Attempts older than this id.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Attempts older than this id.")
+    ] = None,
 ) -> DeliveryList:
     """Delivery attempts, newest first: seq, attempt number, HTTP status or error, duration."""
     with services.db.session() as session:
