@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from sqlalchemy.orm import Session
 
 from api.deps import ServicesDep, require
-from api.openapi import BAD_CURSOR
+from api.openapi import BAD_CURSOR, error
 from api.schemas.cases import (
     CaseCreate,
     CaseDetail,
@@ -31,6 +31,7 @@ from storage.tokens import Principal
 router = APIRouter(prefix="/cases", tags=["cases"])
 #: Operators open cases; the grid platform mirrors its own cases here and links them.
 CaseWorker = Annotated[Principal, Depends(require("operator", "grid_platform"))]
+CLOSED = error("The case is closed: reopen it (PATCH status open) before changing its links.")
 
 
 def _out(case: Case, incident_ids: list[str]) -> CaseOut:
@@ -151,7 +152,7 @@ def patch_case(case_id: str, body: CasePatch, services: ServicesDep, who: CaseWo
     "/{case_id}/incidents",
     response_model=CaseDetail,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": CaseDetail, "description": "Already linked."}},
+    responses={200: {"model": CaseDetail, "description": "Already linked."}, 409: CLOSED},
 )
 def link_incident(
     case_id: str, body: LinkIn, response: Response, services: ServicesDep, who: CaseWorker
@@ -167,7 +168,11 @@ def link_incident(
         return _detail(session, case)
 
 
-@router.delete("/{case_id}/incidents/{incident_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{case_id}/incidents/{incident_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: CLOSED},
+)
 def unlink_incident(case_id: str, incident_id: str, services: ServicesDep, who: CaseWorker) -> None:
     """Remove a link; appends an `incident.linked` event with `linked: false`."""
     with services.tx() as session:

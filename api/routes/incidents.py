@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from api.deps import ServicesDep, require
-from api.openapi import BAD_CURSOR
+from api.openapi import BAD_CURSOR, error
 from api.schemas.incidents import (
     ClipRef,
     HistoryItem,
@@ -144,7 +144,11 @@ def get_incident(incident_id: str, services: ServicesDep, who: Reader) -> Incide
         return incident_out(session, _get(session, incident_id, who), with_history=True)
 
 
-@router.post("/{incident_id}/review", response_model=IncidentOut)
+@router.post(
+    "/{incident_id}/review",
+    response_model=IncidentOut,
+    responses={409: error("The action does not apply to the incident's status.")},
+)
 def review_incident(
     incident_id: str, body: ReviewIn, services: ServicesDep, who: Reviewer
 ) -> IncidentOut:
@@ -285,7 +289,8 @@ def _local_bytes(stream: ObjectStream, ask: _RangeAsk | None) -> Response:
     span = _byte_range(ask, info.size, etag)
     if span == _UNSATISFIABLE:
         stream.close()
-        return Response(
+        return JSONResponse(
+            {"detail": f"the range lies outside the object: it has {info.size} bytes"},
             status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
             headers={**headers, "Content-Range": f"bytes */{info.size}"},
         )

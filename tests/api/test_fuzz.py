@@ -20,7 +20,7 @@ No operation is left out. The event stream never ends: each call keeps its first
 what came in a quarter of a second. The live view reads the codecs of the generated SDP
 offer, then answers 503 (no camera runs here) before negotiating: aiortc's negotiation is
 covered with a real camera by tests/integration/test_webrtc.py.
-Clips are served from a seeded 4 KB object, with generated ``Range`` headers.
+Clips are served from a seeded 64-byte object, with generated ``Range`` headers.
 
 Bounded for CI: ``MAX_EXAMPLES`` generated cases per operation and role, on top of
 schemathesis' coverage cases (boundary values, missing and wrong-typed fields);
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -74,6 +74,10 @@ from tests.conftest import free_port
 MAX_EXAMPLES = int(os.environ.get("XL_FUZZ_EXAMPLES", "10"))
 #: Nothing listens here: what the app is told to reach there fails at once.
 CLOSED_PORT = free_port()
+EVIDENCE = (
+    "GET /api/v1/incidents/{incident_id}/clip",
+    "GET /api/v1/incidents/{incident_id}/snapshot",
+)
 SEEDED_PARAMS = ("camera_id", "code", "incident_id", "case_id", "subscription_id")
 BOOTSTRAP = "xl_fuzz_bootstrap_token_0123456789"
 
@@ -97,11 +101,12 @@ class Seeded:
         self.ids.setdefault(name, []).append(value)
 
     def resolve(self, name: str, value: Any) -> Any:
-        """A generated placeholder ``@seeded/<name>/<i>`` as the id of a seeded row."""
-        if not (isinstance(value, str) and value.startswith(SEEDED)):
+        """A generated placeholder ``@seeded/<name>/<i>`` (URL-encoded by the time the test
+        sees it) as the id of a seeded row."""
+        if not (isinstance(value, str) and unquote(value).startswith(SEEDED)):
             return value
         ids = self.ids[name]
-        return ids[int(value.rsplit("/", 1)[1]) % len(ids)]
+        return ids[int(unquote(value).rsplit("/", 1)[1]) % len(ids)]
 
 
 @dataclass
@@ -197,7 +202,7 @@ def _seed(client: requests.Session, services: Services, seeded: Seeded, closed_p
             started = utcnow() - timedelta(minutes=5)
             row = create_incident(session, NewIncident(camera, "G1", kind, started))
             incidents.append(row.id)
-    clip = services.objects.put_bytes(f"clips/{incidents[0]}.mp4", b"\x00" * 4096, "video/mp4")
+    clip = services.objects.put_bytes(f"clips/{incidents[0]}.mp4", b"\x00" * 64, "video/mp4")
     jpeg = services.objects.put_bytes(
         f"snapshots/{incidents[0]}.jpg", b"\xff\xd8\xff", "image/jpeg"
     )
@@ -369,6 +374,15 @@ def flatmap_path_parameters(ctx: Any, path_parameters: dict[str, Any] | None) ->
     )
 
 
+@SCHEMA.hook
+def flatmap_headers(ctx: Any, headers: dict[str, Any] | None) -> Any:
+    """Sometimes a ``Range`` a player would send, so that evidence answers 206 and 416 too."""
+    if ctx.operation.label not in EVIDENCE:
+        return st.just(headers)
+    ranges = st.from_regex(r"\Abytes=[0-9]{0,3}-[0-9]{0,3}\Z")
+    return st.one_of(st.just(headers), ranges.map(lambda r: {**(headers or {}), "range": r}))
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -456,6 +470,19 @@ def test_a_nul_character_is_refused_naming_the_field(api: Api) -> None:
     r = api.client.post("/api/v1/cameras", json=body, headers=integrator)
     assert r.status_code == 201, r.text
     assert r.json()["name"] == "a\\u0000b"
+
+
+def test_a_range_outside_the_clip_is_a_416_that_says_why(api: Api) -> None:
+    with api.services.tx() as session:
+        incident = create_incident(session, NewIncident("cam_a", None, "motion", utcnow())).id
+    clip = api.services.objects.put_bytes(f"clips/{incident}.mp4", b"\x00" * 100, "video/mp4")
+    with api.services.tx() as session:
+        mark_archived(session, incident, ArchivedClip(clip.key, clip.sha256, 100, 1.0, None, None))
+    h = {**api.as_role("operator"), "Range": "bytes=100-"}
+    r = api.client.get(f"/api/v1/incidents/{incident}/clip", headers=h)
+    assert r.status_code == 416
+    assert r.headers["content-range"] == "bytes */100"
+    assert "100 bytes" in r.json()["detail"]
 
 
 def test_a_body_that_is_not_text_is_a_documented_400(api: Api) -> None:
