@@ -81,7 +81,7 @@ MAIN_FPS_MIN = 0.9  # share of 25 frames/s every main stream must keep (a smooth
 MAX_FALL_BEHIND_S = 1.0
 #: (thread name prefix, part of the name, role); see ingest/camera.py and ingest/recorder.py.
 ROLES = (
-    ("ingest-", "-sub#", "substream readers: RTSP demux, H.264 decode, BGR at 5 fps"),
+    ("ingest-", "-sub#", "substream readers: RTSP demux, H.264 decode, Y plane at 5 fps"),
     ("ingest-", "-main#", "main-stream readers: RTSP demux, pre-roll ring, clip jobs"),
     ("uvicorn#", "", "event loop: HTTP, pipelines, runtime, status flush"),
     ("uvloop_", "", "to_thread pool: motion detection, database writes"),
@@ -94,7 +94,8 @@ ROLES = (
 #: Functions whose thread CPU time is added up while the benchmark runs (module, class or
 #: None, function, label): where the per-camera cost goes, inside the thread roles.
 ATTRIBUTED = (
-    ("ingest.pipeline", None, "to_bgr", "to_bgr: decoded frame -> BGR (5 fps)"),
+    ("ingest.pipeline", None, "analysis_frame", "analysis_frame: Y plane view (5 fps)"),
+    ("ingest.pipeline", None, "to_bgr", "to_bgr: BGR on demand (snapshots, persons)"),
     ("analytics.motion", "MotionDetector", "detect", "MotionDetector.detect (5 fps)"),
     ("ingest.ring", "PacketRing", "on_packet", "PacketRing.on_packet, with clip taps"),
     ("api.runtime", "CameraRuntime", "_flush", "CameraRuntime._flush: status every 2 s"),
@@ -374,6 +375,10 @@ def run(args: argparse.Namespace, errors: ErrorLog) -> dict[str, Any]:
                 flush=True,
             )
             with InProcessService(tmp) as service, service.client() as http:
+                if args.opencv_threads is not None:  # after the service set its own (1)
+                    import cv2
+
+                    cv2.setNumThreads(args.opencv_threads)
                 added = 0
                 for n in args.steps:
                     if time.monotonic() - started > args.budget_s:
@@ -532,16 +537,13 @@ def main() -> None:
         "--opencv-threads",
         type=int,
         default=None,
-        help="diagnosis: cv2.setNumThreads(N) before the service starts (default: untouched)",
+        help="diagnosis: cv2.setNumThreads(N) once the service started (it sets 1; -1: "
+        "OpenCV's default pool)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     errors = ErrorLog()
     logging.getLogger().addHandler(errors)
-    if args.opencv_threads is not None:
-        import cv2
-
-        cv2.setNumThreads(args.opencv_threads)
     _report(run(args, errors))
 
 
