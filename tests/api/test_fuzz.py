@@ -23,8 +23,12 @@ covered with a real camera by tests/integration/test_webrtc.py.
 Clips are served from a seeded 64-byte object, with generated ``Range`` headers.
 
 Bounded for CI: ``MAX_EXAMPLES`` generated cases per operation and role, on top of
-schemathesis' coverage cases (boundary values, missing and wrong-typed fields);
+schemathesis' coverage cases (boundary values, missing and wrong-typed fields, no token);
 derandomized, no deadline, no example database.
+
+The schema is read at import from an app that is never started, and each case is sent to
+the caller's app with ``app=``: one pytest item per operation and caller. (schemathesis'
+``from_fixture`` fails on pytest 9.2, and ``from_asgi`` would start an app at collection.)
 """
 
 from __future__ import annotations
