@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from api import openapi
 from api.archiver import Archiver
@@ -39,7 +40,7 @@ from config.errors import XueliangError
 from config.settings import Settings
 from ingest.onvif import warm_up as warm_onvif
 from storage.cases import CaseClosed
-from storage.db import DatabaseError
+from storage.db import DatabaseError, connect_message
 from storage.errors import ObjectNotFound, StorageError
 from storage.incidents import BadCursor
 
@@ -135,6 +136,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.warning("dependency unavailable: %s", err)
         return JSONResponse({"detail": str(err)}, status_code=503)
 
+    async def database_down(request: Request, err: Exception) -> JSONResponse:
+        # The database went away mid-request (restart, failover, network): say so and let
+        # the client retry, as the OpenAPI document promises (503), rather than a bare 500.
+        services: Services = request.app.state.services
+        log.warning("database unavailable: %s", connect_message(services.db.url, err))
+        detail = "the database is unavailable; retry in a few seconds"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+
     async def invalid(_: Request, err: Exception) -> JSONResponse:
         # FastAPI echoes the rejected input; it may be a camera URL with its password.
         assert isinstance(err, RequestValidationError)
@@ -156,4 +165,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CaseClosed, conflict)
     app.add_exception_handler(StorageError, unavailable)
     app.add_exception_handler(DatabaseError, unavailable)
+    app.add_exception_handler(OperationalError, database_down)
+    app.add_exception_handler(InterfaceError, database_down)
     app.add_exception_handler(XueliangError, domain)

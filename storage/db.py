@@ -66,7 +66,7 @@ class Database:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except OperationalError as err:
-            raise DatabaseError(_connect_message(self.url, err)) from err
+            raise DatabaseError(connect_message(self.url, err)) from err
 
     def check(self) -> None:
         """Raise :class:`DatabaseError` unless the database answers."""
@@ -74,7 +74,7 @@ class Database:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as err:
-            raise DatabaseError(_connect_message(self.url, err)) from err
+            raise DatabaseError(connect_message(self.url, err)) from err
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -116,7 +116,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _connect_message(url: str, err: Exception) -> str:
+def connect_message(url: str, err: Exception) -> str:
     reason = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else repr(err)
     return (
         f"cannot use database {shown_url(url)}: {reason} — check XUELIANG_DATABASE__URL "
