@@ -203,9 +203,9 @@ class IncidentSettings(_Section):
 
 
 class CrowdSettings(_Section):
+    # 2/s: the person tracker needs two looks a second to bridge a missed detection
+    # (count error 0.47 at 2/s vs 0.67 at 1/s on vtest.avi, docs/analytics.md).
     fps: float = Field(
-        # 2/s: the person tracker needs two looks a second to bridge a missed detection
-        # (count error 0.47 at 2/s vs 0.67 at 1/s on vtest.avi, docs/analytics.md).
         default=2.0, gt=0, le=10, description="Person detections per second per camera, at most."
     )
     quiet_s: float = Field(
