@@ -14,7 +14,7 @@ from pathlib import Path
 
 from api.services import Services
 from config.errors import XueliangError
-from storage.errors import StorageError
+from storage.errors import StorageError, StorageUnavailable
 from storage.incidents import ArchivedClip, mark_archived, mark_clip_failed
 from storage.spool import ClipSpool, SpoolEntry
 
@@ -58,12 +58,19 @@ class Archiver:
     async def drain(self) -> int:
         """Archive every spooled entry once; return how many are still waiting."""
         waiting = 0
-        for entry in await asyncio.to_thread(self.spool.entries):
+        entries = await asyncio.to_thread(self.spool.entries)
+        for n, entry in enumerate(entries):
             try:
                 await asyncio.to_thread(self._archive, entry)
             except ClipCorrupted as err:
                 log.error("incident %s: %s", entry.incident_id, err)
                 await asyncio.to_thread(self._give_up, entry, str(err))
+            except StorageUnavailable as err:
+                # The store is down: the rest would fail the same way, each after its own
+                # timeout, and fill the log with one line per clip per retry.
+                left = len(entries) - n
+                log.warning("archive: object store unavailable (%s); %d clip(s) kept", err, left)
+                return waiting + left
             except XueliangError as err:
                 waiting += 1
                 log.warning("incident %s: clip not archived yet: %s", entry.incident_id, err)
