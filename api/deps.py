@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -13,6 +13,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from api.services import Services
 from storage.tokens import Principal, find_token
@@ -22,7 +23,9 @@ _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization
 BOOTSTRAP = Principal(token_id="bootstrap", name="bootstrap-admin", role="admin")
 
 
-def get_services(request: Request) -> Services:
+# ``async`` although nothing here is awaited: these only read memory, never block, and a
+# ``def`` dependency costs a hop to the thread pool on every request (issue #9).
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -30,7 +33,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_principal(
+async def get_principal(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -47,8 +50,7 @@ def get_principal(
         token.encode(), bootstrap.get_secret_value().encode()
     ):
         return BOOTSTRAP
-    with services.db.session() as session:
-        principal = find_token(session, token)
+    principal = await run_in_threadpool(_find_token, services, token)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -58,11 +60,18 @@ def get_principal(
     return principal
 
 
-def require(*roles: str) -> Callable[[Principal], Principal]:
-    """A dependency admitting the given roles; ``admin`` is always admitted."""
+def _find_token(services: Services, token: str) -> Principal | None:
+    # Looked up on every request, never cached: a revoked token is refused at once on every
+    # node (docs/security.md).
+    with services.db.session() as session:
+        return find_token(session, token)
+
+
+def require(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency admitting the given roles; ``admin`` is always admitted (no I/O: async)."""
     allowed = frozenset(roles) | {"admin"}
 
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if principal.role not in allowed:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,

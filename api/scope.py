@@ -19,8 +19,9 @@ from storage.tokens import Principal
 def visible_grid_codes(session: Session, principal: Principal) -> list[str] | None:
     """The grid codes this caller may see; None means every grid (and things without one).
 
-    For large subtrees prefer :func:`storage.grids.subtree_query` of
-    ``principal.grid_scope`` inside a query over an ``IN`` list of these codes.
+    A list of codes filters well: PostgreSQL estimates ``grid_code IN (…)`` from its
+    statistics, where a recursive CTE inside the query (:func:`storage.grids.subtree_query`)
+    is estimated blindly and can send it down the wrong index (issue #9: incident lists).
     """
     if principal.grid_scope is None:
         return None
