@@ -10,7 +10,8 @@ Run: ``.venv/bin/python bench/bench_api.py [--rows 1000000] [--concurrency 8] [-
    of one county of one city), incidents spread over a year (one every ~31 s), 90 % motion
    / 10 % crowd, mixed review states, archived clips, one history row each. Dropped at the
    end.
-2. The API as deployed: ``python -m api.cli serve --role api`` (one uvicorn process).
+2. The API as deployed: ``python -m api.cli serve --role api`` (one uvicorn process),
+   retention at 3650 days (the default 30 would expire clips at start-up, mid-scenario).
 3. Load from this process (httpx, asyncio, ``--concurrency`` requests in flight), each
    scenario for ``--window`` seconds after a short warm-up:
    * ``list``: ``GET /api/v1/incidents?limit=50``, following ``next_cursor`` for up to
@@ -21,8 +22,9 @@ Run: ``.venv/bin/python bench/bench_api.py [--rows 1000000] [--concurrency 8] [-
    * ``get``: ``GET /api/v1/incidents/{id}`` of random incidents.
 4. Baseline, same run, same concurrency: the very SQL the repository issues for each
    request (captured from ``storage.incidents`` through SQLAlchemy, parameters replaced
-   per request; for ``get`` the row and its history) replayed with psycopg's async
-   connections, one per worker. Ratio = API requests/s over raw database queries/s.
+   per request; for ``get`` the row and its history; for a ``grid_code`` also the query
+   resolving its subtree, before every page as the API does) replayed with psycopg's
+   async connections, one per worker. Ratio = API requests/s over raw database queries/s.
 
 Reported per scenario: requests/s, p50/p99 latency, latency of the first and the last
 page (keyset pages should cost the same at any depth), the CPU of the API process (and per
@@ -425,7 +427,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"filling {args.rows:,} incidents…", flush=True)
         fill_s, data = fill(db_url, args.rows)
         print(f"  {fill_s:.1f} s ({args.rows / fill_s:,.0f} rows/s with history and indexes)")
-        env = {"XUELIANG_DATABASE__URL": db_url}
+        # The incidents span a year: with the default 30 days, retention would expire 500
+        # clips at start-up, inside the first scenario's window (its start-up sweep).
+        env = {"XUELIANG_DATABASE__URL": db_url, "XUELIANG_RECORDING__RETENTION_DAYS": "3650"}
         with ServiceProcess(tmp, env, role="api") as api:
             api_results = asyncio.run(measure_api(api.url, db_url, api.pid, data, args))
         db_results = asyncio.run(measure_db(db_url, data, args))
