@@ -53,7 +53,8 @@ class Archiver:
                 self._delay = self._initial
                 delay = 30.0  # a periodic sweep also picks up entries another path added
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: it can swallow a cancel
+                    await self._wake.wait()
 
     async def drain(self) -> int:
         """Archive every spooled entry once; return how many are still waiting."""

@@ -36,4 +36,5 @@ class EventHub:
         """Return when an event is appended here (since ``bell`` was taken), or after
         ``timeout`` seconds."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for((bell or self._bell).wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
+                await (bell or self._bell).wait()

@@ -131,8 +131,11 @@ class CameraRuntime:
                 plans = await asyncio.to_thread(self._load_plans)
                 await self._reconcile(plans)
                 await self._release_surplus()
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel
+                # that lands as the wake-up fires, and this loop then never stopped.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL_S)
+                    async with asyncio.timeout(POLL_S):
+                        await self._wake.wait()
         finally:
             self.services.registry.unregister(collector)
             for task in helpers:
@@ -183,13 +186,16 @@ class CameraRuntime:
         self._running[cid] = _Running(plan.version, ring, recorder, task)
 
     async def _stop_pipeline(self, camera_id: str) -> None:
-        running = self._running.pop(camera_id, None)
+        running = self._running.get(camera_id)
         if running is None:
             return
         running.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await running.task
+        # asyncio.wait, not `suppress(CancelledError): await task`: that also swallowed a
+        # cancel of this runtime landing meanwhile, and the service never shut down. The
+        # entry stays in _running until closed, so a shutdown cut short here finishes it.
+        await asyncio.wait([running.task])
         await running.recorder.aclose()
+        self._running.pop(camera_id, None)
 
     async def _shutdown(self) -> None:
         # In parallel: each pipeline may wait up to post_s for its last clip to complete.

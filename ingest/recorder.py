@@ -197,9 +197,8 @@ class ClipJob:
         waiter = asyncio.wrap_future(self.future)
         while True:
             try:
-                return await asyncio.wait_for(
-                    asyncio.shield(waiter), timeout=self._config.poll_interval_s
-                )
+                async with asyncio.timeout(self._config.poll_interval_s):  # see api/runtime.py
+                    return await asyncio.shield(waiter)
             except TimeoutError:
                 self.expire_if_stalled()
 
