@@ -196,14 +196,16 @@ async def test_hostile_cameras_get_clear_statuses_and_leave_nothing_behind(
 
     try:
         await one_cycle()  # also the warm-up: FFmpeg opens some fds once per process
+        gc.collect()  # sockets of earlier tests in this process close now, not mid-test
         threads, fds = threading.active_count(), open_fds()
         await one_cycle()
     finally:
         await manager.aclose()
     gc.collect()
     assert ingest_threads() == []
-    assert threading.active_count() == threads
-    assert open_fds() == fds
+    assert threading.active_count() <= threads, "the second cycle left threads running"
+    # Not ==: in the full suite an earlier test's objects may still close fds meanwhile.
+    assert open_fds() <= fds, "the second cycle left file descriptors open"
 
     for cid, (_cfg, state, _error) in expected.items():
         states = listener.states(cid)
