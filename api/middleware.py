@@ -75,14 +75,22 @@ class _BodyTooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
+    await _send_json_error(send, 413, f"request body larger than {limit} bytes")
+
+
+async def _send_json_error(
+    send: Send, status: int, detail: str, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """Answer straight from ASGI middleware with FastAPI's ``{"detail": ...}`` shape."""
+    body = json.dumps({"detail": detail}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *extra,
             ],
         }
     )
@@ -415,16 +423,6 @@ class AuthRateLimit:
 
 async def _too_many(send: Send, wait_s: float, detail: str) -> None:
     retry = max(1, math.ceil(wait_s))
-    body = json.dumps({"detail": f"{detail}; retry in {retry} s"}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry).encode()),
-            ],
-        }
+    await _send_json_error(
+        send, 429, f"{detail}; retry in {retry} s", ((b"retry-after", str(retry).encode()),)
     )
-    await send({"type": "http.response.body", "body": body})
