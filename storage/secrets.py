@@ -101,8 +101,8 @@ def secret_box(settings: SecretsSettings, key_file: Path) -> SecretBox:
             "secrets.previous_keys is set but secrets.camera_key is not: set the new key in "
             "camera_key (the key file is used only when neither is set)"
         )
-    current = load_or_create_key(key_file)
-    return SecretBox(current, load_key_file(key_file)[1:])
+    keys = load_key_file(key_file) or [load_or_create_key(key_file)]
+    return SecretBox(keys[0], keys[1:])
 
 
 # --- the key file -----------------------------------------------------------------------
