@@ -39,16 +39,11 @@ Reader = Annotated[Principal, Depends(require("operator", "grid_platform"))]
 Reviewer = Annotated[Principal, Depends(require("operator"))]
 
 
-def incident_out(
-    session: Session,
-    row: Incident,
-    with_history: bool = False,
-    case_ids: list[str] | None = None,
-) -> IncidentOut:
-    history = repo.history(session, row.id) if with_history else []
-    if case_ids is None:
-        case_ids = case_ids_for(session, [row.id])[row.id]
-    return IncidentOut.model_validate(_fields(row, case_ids, history))
+def incident_out(session: Session, row: Incident) -> IncidentOut:
+    """One incident with its history and cases (a list page builds its items with
+    :func:`_fields`, without history)."""
+    case_ids = case_ids_for(session, [row.id])[row.id]
+    return IncidentOut.model_validate(_fields(row, case_ids, repo.history(session, row.id)))
 
 
 def _fields(row: Incident, case_ids: list[str], history: list[IncidentAction]) -> dict[str, Any]:
@@ -163,7 +158,7 @@ async def get_incident(incident_id: str, services: ServicesDep, who: Reader) -> 
 
 def _one(services: Services, incident_id: str, who: Principal) -> IncidentOut:
     with services.db.session() as session:
-        return incident_out(session, _get(session, incident_id, who), with_history=True)
+        return incident_out(session, _get(session, incident_id, who))
 
 
 @router.post(
@@ -182,7 +177,7 @@ def review_incident(
             raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
         assert row is not None
         audit(session, who.name, body.action, "incident", incident_id)
-        return incident_out(session, row, with_history=True)
+        return incident_out(session, row)
 
 
 EVIDENCE_RESPONSES: dict[int | str, dict[str, object]] = {
