@@ -346,16 +346,17 @@ def _label(i: int, code: object) -> str:
 def _parse_features(features: list[Any], problems: list[str]) -> list[tuple[int, GridSpec]]:
     specs: list[tuple[int, GridSpec]] = []
     seen: dict[str, int] = {}
+    found: list[tuple[int, str]] = []  # (feature index, problem): reported in feature order
     for i, feature in enumerate(features):
         props = feature.get("properties") if isinstance(feature, dict) else None
         code = props.get("code") if isinstance(props, dict) else None
         try:
             spec = _parse_feature(feature)
         except GridError as err:
-            problems.append(f"{_label(i, code)}: {err}")
+            found.append((i, f"{_label(i, code)}: {err}"))
             continue
         if spec.code in seen:
-            problems.append(f"{_label(i, code)}: duplicate of features[{seen[spec.code]}]")
+            found.append((i, f"{_label(i, code)}: duplicate of features[{seen[spec.code]}]"))
             continue
         seen[spec.code] = i
         specs.append((i, spec))
@@ -364,14 +365,10 @@ def _parse_features(features: list[Any], problems: list[str]) -> list[tuple[int,
     bad = set()
     for (i, spec), (problem, _) in zip(with_boundary, checked, strict=True):
         if problem is not None:
-            problems.append(f"{_label(i, spec.code)}: {problem}")
+            found.append((i, f"{_label(i, spec.code)}: {problem}"))
             bad.add(i)
-    problems.sort(key=_feature_index)
+    problems += [p for _, p in sorted(found, key=lambda f: f[0])]
     return [(i, s) for i, s in specs if i not in bad]
-
-
-def _feature_index(problem: str) -> int:
-    return int(problem[len("features[") : problem.index("]")])
 
 
 def _parse_feature(feature: Any) -> GridSpec:
