@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import cv2
 
@@ -38,11 +38,6 @@ from ingest.redact import configure_av_logging
 from ingest.slot import FrameSlot
 from ingest.sources import Source, SourceOptions, open_source
 from ingest.types import CameraStreamConfig, Frame, PacketSink
-
-if TYPE_CHECKING:
-    from av.packet import Packet
-    from av.video.frame import VideoFrame
-    from av.video.stream import VideoStream
 
 __all__ = [
     "CameraListener",
@@ -156,59 +151,18 @@ class _Failure:
     ffmpeg_log: tuple[str, ...] = ()
 
 
-class _Handler:
-    """The source's handler: the pipeline, plus a call on the first decoded picture.
-
-    A decoding connection is online only once it shows a picture, not at its first packet:
-    a camera sending garbage must not look alive.
-    """
-
-    def __init__(self, pipeline: StreamPipeline, on_picture: Callable[[], None]) -> None:
-        self.pipeline = pipeline
-        self.pictured = False
-        self._on_picture = on_picture
-
-    @property
-    def decode(self) -> bool:
-        return self.pipeline.decode
-
-    def on_open(self, stream: VideoStream) -> None:
-        self.pipeline.on_open(stream)
-
-    def on_packet(self, packet: Packet[VideoStream], wallclock: float) -> None:
-        self.pipeline.on_packet(packet, wallclock)
-
-    def on_frame(self, frame: VideoFrame, wallclock: float) -> None:
-        self.pipeline.on_frame(frame, wallclock)
-        if not self.pictured:
-            self.pictured = True
-            self._on_picture()
-
-    def on_decode_error(self) -> None:
-        self.pipeline.on_decode_error()
-
-    def on_close(self) -> None:
-        self.pipeline.on_close()
-
-
 class _Reader:
     """One connection's thread: runs ``source.run_once`` and reports back to the loop."""
 
     def __init__(
-        self, name: str, source: Source, handler: _Handler, loop: asyncio.AbstractEventLoop
+        self, name: str, source: Source, pipeline: StreamPipeline, loop: asyncio.AbstractEventLoop
     ) -> None:
         self.source = source
-        self.handler = handler
-        self.pipeline = handler.pipeline
+        self.pipeline = pipeline
         self.stop = threading.Event()
         self.done: asyncio.Future[None] = loop.create_future()
         self._loop = loop
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-
-    @property
-    def delivering(self) -> bool:
-        """Packets arrived, and pictures too if this connection decodes."""
-        return bool(self.pipeline.packets) and (self.handler.pictured or not self.pipeline.decode)
 
     def start(self) -> None:
         self._thread.start()
@@ -224,7 +178,7 @@ class _Reader:
     def _main(self) -> None:
         error: BaseException | None = None
         try:
-            self.source.run_once(self.stop, self.handler)
+            self.source.run_once(self.stop, self.pipeline)
         except BaseException as err:  # reported to the task, which decides
             error = err
         # A closed loop raises RuntimeError: then nobody waits for this thread any more.
@@ -397,7 +351,7 @@ class CameraRunner:
             )
             source = self._source_factory(url, options)
             name = f"ingest-{cfg.camera_id}-{role}"
-            readers.append(_Reader(name, source, _Handler(pipeline, flowing), loop))
+            readers.append(_Reader(name, source, pipeline, loop))
         return readers
 
     async def _watch(self, readers: list[_Reader]) -> _Failure:
@@ -425,10 +379,10 @@ class CameraRunner:
 
     def _flowing(self, readers: list[_Reader]) -> None:
         """A reader got its first packet or picture; online once every connection of the
-        attempt delivers (see :attr:`_Reader.delivering`)."""
+        attempt delivers (see :attr:`StreamPipeline.delivering`)."""
         if readers is not self._current or self._state is CameraState.ONLINE:
             return  # a late call from an attempt that already ended
-        if not all(reader.delivering for reader in readers):
+        if not all(reader.pipeline.delivering for reader in readers):
             return
         if self._was_online:
             self._reconnects += 1

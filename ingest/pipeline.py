@@ -206,7 +206,8 @@ class CameraCounters:
 class StreamPipeline:
     """The handler of one connection: main-stream packets, analysed-stream frames, or both.
 
-    ``on_flowing`` is called (on the reader thread, once) when the first packet arrives;
+    ``on_flowing`` is called (on the reader thread) when the first packet arrives and, on a
+    decoding connection, again at the first decoded picture (see :attr:`delivering`);
     ``last_activity`` (monotonic) feeds the stall watchdog.
     """
 
@@ -234,12 +235,19 @@ class StreamPipeline:
         self._opened = False
         self._sink_failures = 0
         self.packets = 0
+        self.pictured = False
         self.last_activity: float | None = None  # None until the stream opened
 
     @property
     def decode(self) -> bool:
         """Decode only the analysed stream."""
         return self._slot is not None
+
+    @property
+    def delivering(self) -> bool:
+        """Packets arrived, and pictures too if this connection decodes: a decoding
+        connection is online only once it shows a picture (garbage must not look alive)."""
+        return self.packets > 0 and (self.pictured or not self.decode)
 
     def on_open(self, stream: VideoStream) -> None:
         """Record the stream's shape, tell the sink, start the watchdog clock."""
@@ -271,6 +279,9 @@ class StreamPipeline:
         c = self._counters
         c.frames_decoded += 1
         c.last_frame_at = wallclock
+        if not self.pictured:
+            self.pictured = True
+            self._on_flowing()
         if self._slot is None or self._decimator is None or not self._decimator.due():
             return
         out = analysis_frame(self._camera_id, c.frames_decoded, frame, wallclock)
