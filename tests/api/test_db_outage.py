@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,7 +13,7 @@ from sqlalchemy.engine import Engine
 from api.app import create_app
 from config.settings import Settings
 from tests.api.conftest import BOOTSTRAP
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import PG_ADMIN_URL, fresh_pg_database
 
 AUTH = {"Authorization": f"Bearer {BOOTSTRAP}"}
 
@@ -22,15 +21,9 @@ AUTH = {"Authorization": f"Bearer {BOOTSTRAP}"}
 @pytest.fixture
 def outage_db() -> Iterator[tuple[str, Engine, str]]:
     """A database of its own: the test refuses connections to it, others must not notice."""
-    name = f"xl_outage_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name, admin, name
-    with admin.connect() as conn:
-        conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-        _terminate(conn, name)
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    with fresh_pg_database("xl_outage") as (url, name):
+        yield url, admin, name
     admin.dispose()
 
 

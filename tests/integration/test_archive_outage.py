@@ -22,8 +22,7 @@ from typing import Any
 import httpx
 
 from storage.spool import MANIFEST_SUFFIX
-from tests.conftest import SHARED_DATA, free_port
-from tests.integration.test_motion_incidents import wait_for
+from tests.conftest import SHARED_DATA, free_port, wait_for
 from tests.peers.rtsp import RtspServer, file_mount
 from tests.peers.seaweedfs import SeaweedS3, unique_bucket
 

@@ -16,8 +16,8 @@ import httpx
 
 from api.app import create_app
 from config.settings import Settings
-from tests.conftest import LiveServer
-from tests.integration.test_motion_incidents import VTEST, wait_for
+from tests.conftest import LiveServer, wait_for
+from tests.integration.test_motion_incidents import VTEST
 from tests.peers.rtsp import RtspServer, file_mount
 
 TOKEN = "xl_test_admin_token_for_removal_0001"

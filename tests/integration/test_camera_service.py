@@ -18,8 +18,7 @@ import pytest
 
 from api.app import create_app
 from config.settings import Settings
-from tests.conftest import LiveServer
-from tests.integration.test_motion_incidents import wait_for
+from tests.conftest import LiveServer, wait_for
 from tests.peers.rtsp import RtspServer, live_pattern
 
 TOKEN = "xl_test_admin_token_for_cameras_00001"

@@ -16,8 +16,7 @@ import httpx
 
 from api.app import create_app
 from config.settings import Settings
-from tests.conftest import SHARED_DATA, LiveServer
-from tests.integration.test_motion_incidents import wait_for
+from tests.conftest import SHARED_DATA, LiveServer, wait_for
 
 TOKEN = "xl_test_admin_token_for_crowds_000001"
 

@@ -45,6 +45,7 @@ from storage.events import EventRecord, append_event
 from storage.grids import GridSpec, put_grid
 from storage.models import utcnow
 from tests.conftest import REPO, free_port
+from tests.conftest import wait_for as shared_wait_for
 
 SECRET = "whsec-test-0123456789abcdef"
 TOKEN = "xl_test_delivery_admin_token_000001"
@@ -198,13 +199,7 @@ class MqttListener:
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return shared_wait_for(check, timeout, what, every=0.1)
 
 
 async def async_wait_for(check: Callable[[], Any], timeout: float, what: str) -> None:

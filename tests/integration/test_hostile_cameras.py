@@ -32,7 +32,7 @@ from ingest.ring import PacketRing
 from ingest.sources import Source, SourceOptions
 from ingest.types import CameraStreamConfig
 from storage.clips import write_mp4
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, wait_for
 from tests.integration.test_ingest import (
     Listener,
     RecordingSink,
@@ -40,7 +40,6 @@ from tests.integration.test_ingest import (
     open_fds,
     wait_until,
 )
-from tests.integration.test_motion_incidents import wait_for
 from tests.peers.rtsp import (
     HostileTcpServer,
     RtspServer,

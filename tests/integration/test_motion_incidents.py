@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from api.app import create_app
 from config.settings import Settings
-from tests.conftest import SHARED_DATA, LiveServer
+from tests.conftest import SHARED_DATA, LiveServer, wait_for
 from tests.peers.rtsp import RtspServer, file_mount
 from tests.peers.seaweedfs import SeaweedS3, unique_bucket
 
@@ -50,16 +49,6 @@ def service_settings(
         archive={"retry_initial_s": 0.5, "retry_max_s": 3.0},
         **extra,
     )
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from ingest.onvif import (
     probe,
     warm_up,
 )
-from tests.integration.test_motion_incidents import wait_for
+from tests.conftest import wait_for
 from tests.peers.onvif import HOST, REPO, IpyCam, NetNamespace, NsHttp, kill_group
 
 # Fixtures onvif_netns and ipycams (also fine once tests/conftest.py lists the plugin).

@@ -31,8 +31,7 @@ from storage.db import Database
 from storage.leases import live_workers
 from storage.models import Camera, CameraLease, Incident, utcnow
 from storage.secrets import SecretBox
-from tests.conftest import free_port
-from tests.integration.test_motion_incidents import wait_for
+from tests.conftest import free_port, wait_for
 
 CAMERAS, WORKERS, LEASE_S = 30, 3, 6.0
 

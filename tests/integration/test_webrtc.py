@@ -44,8 +44,7 @@ from ingest.live import (
 )
 from ingest.ring import PacketRing
 from storage.tokens import create_token
-from tests.conftest import LiveServer
-from tests.integration.test_motion_incidents import wait_for
+from tests.conftest import LiveServer, wait_for
 from tests.peers.rtsp import RtspServer, h264file_mount, live_pattern
 
 TOKEN = "xl_test_admin_token_for_live_view_0001"

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
 
-from tests.conftest import PG_ADMIN_URL, SHARED_DATA
+from tests.conftest import SHARED_DATA
 from tests.integration.test_delivery import SECRET, TOKEN, Receiver, Service
 from tests.peers.rtsp import RtspServer, h264file_mount
 from tests.peers.seaweedfs import SeaweedS3
@@ -199,22 +198,3 @@ def subscribe(api: str, receiver: Receiver) -> None:
         timeout=30,
     )
     r.raise_for_status()
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL server, dropped afterwards."""
-    name = f"xl_soak_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 
 from bench.common import machine, rounded
-from tests.conftest import REPO
+from tests.conftest import REPO, fresh_pg_database
 from tests.integration.test_delivery import TOKEN
 from tests.soak import checks
-from tests.soak.peers import HOOK, MOUNT, Peers, peers, postgres_database, subscribe
+from tests.soak.peers import HOOK, MOUNT, Peers, peers, subscribe
 from tests.soak.probe import Monitor, all_events, all_incidents, api_get, spooled
 from tests.soak.schedule import schedule
 
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def _database(postgres: bool, workdir: Path) -> Iterator[str]:
     if postgres:
-        with postgres_database() as url:
+        with fresh_pg_database("xl_soak") as (url, _name):
             yield url
     else:
         (workdir / "data").mkdir(parents=True, exist_ok=True)
