@@ -131,11 +131,6 @@ class PersonTracker:
         self._next_id = 1
         self._last_ts = -math.inf
 
-    @property
-    def config(self) -> TrackerConfig:
-        """The tracker's settings."""
-        return self._config
-
     def reset(self) -> None:
         """Forget every track (after a reconnect): the next frame counts as a first frame."""
         self._tracks.clear()
