@@ -309,8 +309,6 @@ class DeliveryWorker:
         self._mqtt: MqttSink | None = None
         self._next_prune = 0.0
         self._attempts = _attempts_counter(services.registry)
-        self._defer_s = self.config.backoff_max_s
-        self._poll = self.config.poll_s
         self._round_failures = 0
 
     async def run(self) -> None:
@@ -350,7 +348,9 @@ class DeliveryWorker:
         except Exception as err:  # the database may be down: keep the loop alive and retry
             self._round_failures += 1
             if self._round_failures == 1:
-                log.exception("event delivery paused: %s; retrying every %.1fs", err, self._poll)
+                log.exception(
+                    "event delivery paused: %s; retrying every %.1fs", err, self.config.poll_s
+                )
             return None
         if self._round_failures:
             log.info("event delivery resumed after %d failed rounds", self._round_failures)
@@ -430,8 +430,9 @@ class DeliveryWorker:
         except LeaseLost:
             log.warning("lost the delivery lease of %s to another worker", consumer)
         except Exception as err:  # not the receiver's fault: wait, don't spin on it
-            log.exception("cannot deliver to %s; retrying in %.0fs", consumer, self._defer_s)
-            retry_at = utcnow() + timedelta(seconds=self._defer_s)
+            defer_s = self.config.backoff_max_s
+            log.exception("cannot deliver to %s; retrying in %.0fs", consumer, defer_s)
+            retry_at = utcnow() + timedelta(seconds=defer_s)
             error = f"internal error: {type(err).__name__}: {err}"
             with contextlib.suppress(Exception):
                 await self._db(lambda s: repo.defer(s, consumer, owner, retry_at, error))
