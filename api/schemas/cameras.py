@@ -18,8 +18,8 @@ from pydantic import (
 from analytics.motion import MIN_AREA_MIN
 from analytics.zones import parse_zones
 from api.schemas.onvif import OnvifIn
+from ingest.sources import STREAM_SCHEMES
 
-STREAM_SCHEMES = ("rtsp", "rtsps")
 FILE_SCHEME = "file"
 
 
