@@ -267,6 +267,68 @@ class ServerSettings(_Section):
     )
 
 
+class GB28181Settings(_Section):
+    """The GB/T 28181 SIP endpoint devices, NVRs and district platforms register to."""
+
+    enabled: bool = Field(default=False, description="Run the SIP endpoint.")
+    sip_id: str = Field(
+        default="34020000002000000001",
+        pattern=r"^\d{20}$",
+        description="The platform's 20-digit SIP ID (what devices are told to register to).",
+    )
+    domain: str = Field(
+        default="3402000000",
+        pattern=r"^\d{10}$",
+        description="The SIP domain / digest realm: the first 10 digits of the platform ID.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the SIP endpoint binds (UDP+TCP).")
+    port: int = Field(default=5060, ge=1, le=65535, description="SIP port (UDP and TCP).")
+    password: SecretStr | None = Field(
+        default=None,
+        description="Default device password; a device with its own (PUT /gb28181/devices/…) "
+        "uses that. Unset: devices register without digest.",
+    )
+    media_host: str | None = Field(
+        default=None,
+        description="Address written into INVITE SDPs (where devices send RTP); the bind host "
+        "when unset.",
+    )
+    media_ports: str = Field(
+        default="30000-30999",
+        pattern=r"^\d{1,5}-\d{1,5}$",
+        description="RTP port range for GB/T 28181 media, `LOW-HIGH`.",
+    )
+    keepalive_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Keepalive interval devices are expected to use."
+    )
+    keepalive_misses: int = Field(
+        default=3, ge=1, le=100, description="Missed keepalives before a device is offline."
+    )
+    allow_unknown: bool = Field(
+        default=True, description="Accept devices that were not created through the API first."
+    )
+    auto_cameras: bool = Field(
+        default=False, description="Create a camera for every new video channel of a catalog."
+    )
+    invite_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="INVITE without a final answer fails after this."
+    )
+
+    @field_validator("media_ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        low, high = (int(part) for part in value.split("-"))
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError("media_ports must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535")
+        return value
+
+    @property
+    def media_port_range(self) -> tuple[int, int]:
+        """``media_ports`` as ``(low, high)``, both inclusive."""
+        low, high = (int(part) for part in self.media_ports.split("-"))
+        return low, high
+
+
 class Settings(BaseSettings):
     """All of Xueliang's configuration."""
 
@@ -292,6 +354,7 @@ class Settings(BaseSettings):
     workers: WorkerSettings = WorkerSettings()
     delivery: DeliverySettings = DeliverySettings()
     server: ServerSettings = ServerSettings()
+    gb28181: GB28181Settings = GB28181Settings()
 
     @classmethod
     def settings_customise_sources(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -17,14 +17,19 @@ from storage.models import Event, utcnow
 #: sees 12 committed before 11 and then skips 11 forever.
 EVENT_APPEND_LOCK = 0x58554C02
 
-EVENT_TYPES = (
+#: Every event type, defined once: the API's schemas and the subscription filter use it.
+EventType = Literal[
     "incident.created",
     "incident.updated",
     "incident.clip_archived",
     "incident.linked",
     "camera.online",
     "camera.offline",
-)
+    "gb28181.device.online",
+    "gb28181.device.offline",
+    "gb28181.catalog",
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 
 @dataclass(frozen=True)

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from api.schemas.cameras import GridCode
+from storage.events import EventType
 
-EventType = Literal[
-    "incident.created",
-    "incident.updated",
-    "incident.clip_archived",
-    "incident.linked",
-    "camera.online",
-    "camera.offline",
-]
 
 
 def _check_webhook_url(url: str) -> str:
