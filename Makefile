@@ -15,7 +15,7 @@ TEST_PKGS := $(RUN_PKGS) ffmpeg python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugi
 	gstreamer1.0-tools gstreamer1.0-rtsp postgresql-client iproute2 util-linux \
 	chromium fonts-wqy-microhei
 
-.PHONY: run test lint unit bench soak clean
+.PHONY: run test check lint unit bench soak clean
 
 run: $(VENV)/.installed
 	@scripts/apt-ensure $(RUN_PKGS)
@@ -29,10 +29,17 @@ test: $(VENV)/.installed
 	$(MAKE) lint
 	$(BIN)/pytest -ra
 
+# The edit-test loop (under 3 minutes): lint, unit and fast integration tests on SQLite,
+# a few fuzz examples. `make test` is the whole suite, what CI runs.
+check: $(VENV)/.installed
+	$(MAKE) lint
+	XL_FUZZ_EXAMPLES=3 $(BIN)/pytest -q -m "not slow and not postgres" -p no:cacheprovider
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy bench/*.py
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest -q tests/unit

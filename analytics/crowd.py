@@ -14,9 +14,10 @@
   1.5 s) and does not smooth further; without a tracker it counts one frame's detections.
 * :class:`CrowdRules` is the per-zone incident state machine, in the style of
   :class:`analytics.rules.IncidentRules`: ``threshold`` or more persons for ``dwell_s``
-  seconds start an incident (:class:`CrowdStarted`); it ends ``quiet_s`` seconds after
-  the last frame with ``threshold`` or more (:class:`CrowdEnded`, with the peak count and
-  when it was seen). :class:`CrowdPeak` marks the frame to keep as the snapshot.
+  seconds start an incident (:class:`~analytics.incidents.Started`); it ends ``quiet_s``
+  seconds after the last frame with ``threshold`` or more (:class:`~analytics.incidents.Ended`,
+  whose ``peak_score`` is the peak count). :class:`~analytics.incidents.Peak` marks the
+  frame to keep as the snapshot; ``score`` is always the number of persons.
 * :func:`draw_boxes` draws person boxes onto a copy of a BGR frame for that snapshot.
 
 Everything except :class:`PersonCounter` (which runs the detector) is pure: time only
@@ -29,12 +30,12 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from analytics.incidents import Ended, EndReason, IncidentEvent, Peak, Started
 from analytics.persons import PersonBox, PersonDetector
 from analytics.tracking import PersonTracker, TrackerConfig
 from analytics.zones import Zone, ZoneKind, bottom_centre
@@ -42,13 +43,8 @@ from analytics.zones import Zone, ZoneKind, bottom_centre
 __all__ = [
     "WHOLE_FRAME",
     "CountSmoother",
-    "CrowdEndReason",
-    "CrowdEnded",
-    "CrowdEvent",
-    "CrowdPeak",
     "CrowdResult",
     "CrowdRules",
-    "CrowdStarted",
     "PersonCounter",
     "count_in_zones",
     "draw_boxes",
@@ -190,55 +186,6 @@ class PersonCounter:
         )
 
 
-class CrowdEndReason(StrEnum):
-    """Why a crowd incident ended."""
-
-    QUIET = "quiet"
-    STOPPED = "stopped"
-
-
-@dataclass(frozen=True, slots=True)
-class CrowdStarted:
-    """A gathering began: ``threshold`` or more persons since ``started_at`` (for ``dwell_s``).
-
-    ``at``: the frame that completed the dwell time; ``persons``: its count.
-    """
-
-    at: float
-    seq: int
-    started_at: float
-    persons: int
-
-
-@dataclass(frozen=True, slots=True)
-class CrowdEnded:
-    """A gathering ended.
-
-    ``at = last_crowded_at + quiet_s`` (reason ``quiet``) or the stop time (``stopped``);
-    ``peak_persons`` / ``peak_at``: the highest count since ``started_at`` and the first
-    frame that showed it.
-    """
-
-    at: float
-    seq: int
-    reason: CrowdEndReason
-    started_at: float
-    last_crowded_at: float
-    peak_persons: int
-    peak_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class CrowdPeak:
-    """The frame at ``at`` shows the most persons so far (``persons``): keep it as snapshot."""
-
-    at: float
-    persons: int
-
-
-CrowdEvent = CrowdStarted | CrowdEnded | CrowdPeak
-
-
 @dataclass(slots=True)
 class _Gathering:
     """A run of crowded frames (before the start) or an active incident (after)."""
@@ -261,8 +208,8 @@ class CrowdRules:
     * It **ends** ``quiet_s`` seconds after its last crowded frame, noticed on the first
       :meth:`update` or :meth:`tick` at or after that instant (``at`` is exact).
     * The **peak**: the first frame of a run and every frame with more persons than any
-      before in that run or incident yield :class:`CrowdPeak`; :class:`CrowdEnded`
-      carries ``peak_persons`` and ``peak_at``.
+      before in that run or incident yield :class:`Peak`; :class:`Ended`
+      carries the peak count as ``peak_score`` and its ``peak_at``.
 
     Events of one update come in the order ended, started, peak.
     """
@@ -286,7 +233,7 @@ class CrowdRules:
         """Whether a crowd incident is in progress."""
         return self._current is not None and self._current.seq > 0
 
-    def update(self, ts: float, persons: int) -> list[CrowdEvent]:
+    def update(self, ts: float, persons: int) -> list[IncidentEvent]:
         """Feed one analysed frame's person count (taken at ``ts``); the events it caused."""
         if persons < 0:
             raise ValueError(f"persons must be >= 0, got {persons}")
@@ -297,20 +244,20 @@ class CrowdRules:
             self._current = None  # the run broke before the dwell time was reached
         return events
 
-    def tick(self, ts: float) -> list[CrowdEvent]:
+    def tick(self, ts: float) -> list[IncidentEvent]:
         """Let time pass without a frame (a stalled camera): only ends incidents."""
         return self._timeouts(ts)
 
-    def stop(self, ts: float) -> list[CrowdEvent]:
+    def stop(self, ts: float) -> list[IncidentEvent]:
         """End any incident now (reason ``stopped``, unless it already ended by then)."""
         events = self._timeouts(ts)
         current = self._current
         if current is not None and current.seq:
-            events.append(self._end(current, ts, CrowdEndReason.STOPPED))
+            events.append(self._end(current, ts, EndReason.STOPPED))
         self._current = None
         return events
 
-    def _timeouts(self, ts: float) -> list[CrowdEvent]:
+    def _timeouts(self, ts: float) -> list[IncidentEvent]:
         if math.isnan(ts) or ts < self._last_ts:
             raise ValueError(f"ts must not decrease: {ts} after {self._last_ts}")
         self._last_ts = ts
@@ -320,9 +267,9 @@ class CrowdRules:
         end = current.last_crowded_at + self.quiet_s
         if ts < end:
             return []
-        return [self._end(current, end, CrowdEndReason.QUIET)]
+        return [self._end(current, end, EndReason.QUIET)]
 
-    def _on_crowded(self, ts: float, persons: int, events: list[CrowdEvent]) -> None:
+    def _on_crowded(self, ts: float, persons: int, events: list[IncidentEvent]) -> None:
         current = self._current
         if current is None:
             current = _Gathering(started_at=ts, last_crowded_at=ts, peak_persons=0, peak_at=ts)
@@ -332,22 +279,22 @@ class CrowdRules:
             self._seq += 1
             current.seq = self._seq
             events.append(
-                CrowdStarted(at=ts, seq=current.seq, started_at=current.started_at, persons=persons)
+                Started(at=ts, seq=current.seq, started_at=current.started_at, score=float(persons))
             )
         if persons > current.peak_persons:
             current.peak_persons, current.peak_at = persons, ts
-            events.append(CrowdPeak(at=ts, persons=persons))
+            events.append(Peak(at=ts, score=float(persons)))
 
-    def _end(self, current: _Gathering, at: float, reason: CrowdEndReason) -> CrowdEnded:
+    def _end(self, current: _Gathering, at: float, reason: EndReason) -> Ended:
         self._current = None
-        return CrowdEnded(
+        return Ended(
             at=at,
             seq=current.seq,
             reason=reason,
             started_at=current.started_at,
-            last_crowded_at=current.last_crowded_at,
-            peak_persons=current.peak_persons,
+            last_active_at=current.last_crowded_at,
             peak_at=current.peak_at,
+            peak_score=float(current.peak_persons),
         )
 
 

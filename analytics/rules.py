@@ -5,9 +5,9 @@ frame's timestamp, whether it showed motion and a score (e.g.
 :attr:`~analytics.motion.MotionResult.motion_area`), and answers with events:
 
 * An incident **starts** on the ``start_frames``-th analysed frame in a row with motion
-  (:class:`IncidentStarted`). A frame without motion breaks the run, and so does a gap of
+  (:class:`Started`). A frame without motion breaks the run, and so does a gap of
   ``quiet_s`` or more between two motion frames (e.g. a reconnect).
-* It **ends** ``quiet_s`` seconds after its last motion frame (:class:`IncidentEnded`,
+* It **ends** ``quiet_s`` seconds after its last motion frame (:class:`Ended`,
   reason ``quiet``, ``at = last_motion_at + quiet_s`` exactly — noticed on the first
   update or :meth:`~IncidentRules.tick` at or after that instant).
 * It is **capped**: it ends ``max_len_s`` after its first motion frame (reason
@@ -17,12 +17,12 @@ frame's timestamp, whether it showed motion and a score (e.g.
   waiting for ``start_frames`` again, marked ``continued=True``; so a long activity is cut
   into back-to-back incidents of at most ``max_len_s`` each.
 * The **best snapshot**: the first motion frame of every run, and then every frame whose
-  score beats the best so far in that run or incident, yields :class:`NewPeak`. The
-  caller keeps only the frame of the latest ``NewPeak`` (replacing the previous one) and
-  stores it when the incident ends; :attr:`IncidentEnded.peak_at` names it.
+  score beats the best so far in that run or incident, yields :class:`Peak`. The
+  caller keeps only the frame of the latest ``Peak`` (replacing the previous one) and
+  stores it when the incident ends; :attr:`Ended.peak_at` names it.
 
-Events of one update come in the order ``IncidentEnded``, ``IncidentStarted``,
-``NewPeak``, so the caller can store the ending incident's snapshot before replacing it.
+Events of one update come in the order ``Ended``, ``Started``,
+``Peak``, so the caller can store the ending incident's snapshot before replacing it.
 No clock is read: time only comes in as ``ts`` (seconds, never decreasing), which makes
 every sequence deterministic and testable.
 """
@@ -31,26 +31,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 
-__all__ = [
-    "EndReason",
-    "IncidentEnded",
-    "IncidentEvent",
-    "IncidentRules",
-    "IncidentStarted",
-    "NewPeak",
-    "PeakTracker",
-    "RuleConfig",
-]
+from analytics.incidents import Ended, EndReason, IncidentEvent, Peak, Started
 
-
-class EndReason(StrEnum):
-    """Why an incident ended."""
-
-    QUIET = "quiet"
-    MAX_LENGTH = "max_length"
-    STOPPED = "stopped"
+__all__ = ["IncidentRules", "PeakTracker", "RuleConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,51 +61,6 @@ class RuleConfig:
             raise ValueError(
                 f"max_len_s must be finite and > quiet_s ({self.quiet_s}), got {self.max_len_s}"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class IncidentStarted:
-    """An incident started.
-
-    ``at``: ts of the frame that confirmed it. ``seq``: its number, 1, 2, … per
-    :class:`IncidentRules`. ``started_at``: ts of its first motion frame (the clip should
-    begin there, minus pre-roll). ``continued``: it continues an incident that was capped
-    at ``max_len_s``.
-    """
-
-    at: float
-    seq: int
-    started_at: float
-    continued: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class IncidentEnded:
-    """An incident ended.
-
-    ``at``: when it ended (see the module doc for each ``reason``); ``started_at``: ts of
-    its first motion frame, so ``at - started_at <= max_len_s``; ``last_motion_at``: ts of
-    its last motion frame; ``peak_at`` / ``peak_score``: its best frame.
-    """
-
-    at: float
-    seq: int
-    reason: EndReason
-    started_at: float
-    last_motion_at: float
-    peak_at: float
-    peak_score: float
-
-
-@dataclass(frozen=True, slots=True)
-class NewPeak:
-    """The frame at ``at`` is the best so far (``score``): keep it, drop the previous one."""
-
-    at: float
-    score: float
-
-
-IncidentEvent = IncidentStarted | IncidentEnded | NewPeak
 
 
 class PeakTracker:
@@ -250,7 +189,7 @@ class IncidentRules:
         else:
             active.last_motion_at = ts
         if self._peak.offer(ts, score):
-            events.append(NewPeak(at=ts, score=score))
+            events.append(Peak(at=ts, score=score))
 
     def _count(self, ts: float, events: list[IncidentEvent]) -> _Active | None:
         """Count a motion frame towards a start; the new incident when it starts."""
@@ -273,23 +212,21 @@ class IncidentRules:
         self._seq += 1
         self._run = _Run()
         self._active = _Active(seq=self._seq, started_at=started_at, last_motion_at=ts)
-        events.append(
-            IncidentStarted(at=ts, seq=self._seq, started_at=started_at, continued=continued)
-        )
+        events.append(Started(at=ts, seq=self._seq, started_at=started_at, continued=continued))
         return self._active
 
-    def _end(self, active: _Active, at: float, reason: EndReason) -> IncidentEnded:
+    def _end(self, active: _Active, at: float, reason: EndReason) -> Ended:
         self._active = None
         self._run = _Run()
         peak = self._peak.peak
         peak_at, peak_score = peak if peak is not None else (active.last_motion_at, 0.0)
         self._peak.reset()
-        return IncidentEnded(
+        return Ended(
             at=at,
             seq=active.seq,
             reason=reason,
             started_at=active.started_at,
-            last_motion_at=active.last_motion_at,
+            last_active_at=active.last_motion_at,
             peak_at=peak_at,
             peak_score=peak_score,
         )

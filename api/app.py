@@ -1,12 +1,15 @@
-"""The application factory: one composition root wiring settings to adapters and routes."""
+"""The application factory: the HTTP face of a process built by the composition root.
+
+:func:`create_app` asks :func:`runtime.process.build_process` for the parts a process of
+this role runs, runs them in the app's lifespan, and mounts the routers; routes reach the
+parts through ``api.deps`` (``app.state.process``).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -15,12 +18,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from api import openapi
-from api.archiver import Archiver
-from api.delivery import DeliveryWorker
 from api.deps import refuse_nul
-from api.metrics import SpoolCollector
 from api.middleware import BodyLimit, HttpMetrics, install_security
-from api.retention import RetentionWorker
 from api.routes import (
     admin,
     cameras,
@@ -34,26 +33,20 @@ from api.routes import (
     subscriptions,
     webrtc,
 )
-from api.runtime import CameraRuntime, build_spool
-from api.services import Services
 from config.errors import XueliangError
 from config.settings import Settings
-from ingest.onvif import warm_up as warm_onvif
+from runtime.process import ROLES, build_process
+from runtime.services import Services
 from storage.cases import CaseClosed
 from storage.db import DatabaseError, connect_message
 from storage.errors import ObjectNotFound, StorageError
 from storage.incidents import BadCursor
 
+__all__ = ["API_PREFIX", "ROLES", "create_app"]
+
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-
-
-class Worker(Protocol):
-    async def run(self) -> None: ...
-
-
-ROLES = ("all", "api", "worker")
 
 
 def create_app(settings: Settings, services: Services | None = None, role: str = "all") -> FastAPI:
@@ -63,34 +56,12 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
     add as many as needed); ``worker`` only runs cameras (leased through the database) and
     serves the operations endpoints.
     """
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}")
-    services = services or Services.from_settings(settings)
-    run_cameras = role in ("all", "worker")
+    process = build_process(settings, services, role)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services.hub.bind(asyncio.get_running_loop())
-        await asyncio.to_thread(services.start)
-        # Parsing the ONVIF WSDLs takes seconds: do it now, not in the first request.
-        warm = asyncio.create_task(warm_onvif(), name="onvif-warm-up")
-        archiver = Archiver(services, build_spool(services))
-        services.registry.register(SpoolCollector(archiver.spool.depth))
-        workers: list[Worker] = [DeliveryWorker(services), RetentionWorker(services)]
-        app.state.runtime = None
-        if run_cameras:
-            # The spool lives on the host that records; only camera workers have one.
-            workers.append(archiver)
-            app.state.runtime = CameraRuntime(services, archiver, role)
-            workers.append(app.state.runtime)
-        tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in workers]
-        try:
+        async with process.running():
             yield
-        finally:
-            for task in [*tasks, warm]:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            services.close()
 
     app = FastAPI(
         title="Xueliang",
@@ -99,24 +70,15 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
         "grids and cases for city grid-management platforms.",
         lifespan=lifespan,
     )
-    app.state.services = services
+    app.state.process = process
+    app.state.services = process.services
     _install_error_handlers(app)
     openapi.install(app)
     app.include_router(ops.router)
     app.include_router(console.router)
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(refuse_nul)])
-    api.include_router(events.router)
-    api.include_router(cameras.router)
-    api.include_router(onvif.router)
-    api.include_router(webrtc.router)
-    api.include_router(incidents.router)
-    api.include_router(grids.router)
-    api.include_router(cases.router)
-    api.include_router(subscriptions.router)
-    api.include_router(admin.router)
-    if role != "worker":
-        app.include_router(api)
-    app.add_middleware(HttpMetrics, registry=services.registry)
+    if process.serves_api:
+        app.include_router(_api_router())
+    app.add_middleware(HttpMetrics, registry=process.services.registry)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.server.max_body_bytes,
@@ -124,6 +86,13 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
     )
     install_security(app, settings, API_PREFIX)  # outermost: headers, CORS, rate limits
     return app
+
+
+def _api_router() -> APIRouter:
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(refuse_nul)])
+    for module in (events, cameras, onvif, webrtc, incidents, grids, cases, subscriptions, admin):
+        api.include_router(module.router)
+    return api
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -15,7 +15,9 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from api.services import Services
+from live.webrtc import LiveService
+from runtime.process import CameraControl, Process
+from runtime.services import Services
 from storage.tokens import Principal, find_token
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer xl_…`")
@@ -31,6 +33,21 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_cameras(request: Request) -> CameraControl:
+    """The cameras this process runs (a no-op control in an API-only process)."""
+    process: Process = request.app.state.process
+    return process.camera_control
+
+
+async def get_live(request: Request) -> LiveService:
+    process: Process = request.app.state.process
+    return process.live
+
+
+CamerasDep = Annotated[CameraControl, Depends(get_cameras)]
+LiveDep = Annotated[LiveService, Depends(get_live)]
 
 
 async def get_principal(

@@ -6,7 +6,7 @@ Run: ``.venv/bin/python bench/bench_analysis.py``. Makes 1080p and 640x360 H.264
 
 * baseline: ``ffmpeg -threads 1 -i FILE -f null -`` (CPU seconds of the child process);
 * ours: the ingest path (PyAV decoder with one thread, every frame decoded — H.264 needs
-  it — and 1 in 5 handed to analysis by ``ingest.pipeline.analysis_frame``: the decoder's
+  it — and 1 in 5 handed to analysis by ``ingest.handler.analysis_frame``: the decoder's
   Y plane, no copy) plus ``MotionDetector.detect`` on that plane.
 
 Then the analysis step alone, per analysed 640x360 frame (process CPU, all threads), on
@@ -36,7 +36,7 @@ import cv2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analytics.motion import MotionDetector
-from ingest.pipeline import analysis_frame, to_bgr
+from ingest.handler import analysis_frame, to_bgr
 
 ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache"

@@ -10,7 +10,7 @@ Run: ``.venv/bin/python bench/bench_api.py [--rows 1000000] [--concurrency 8] [-
    of one county of one city), incidents spread over a year (one every ~31 s), 90 % motion
    / 10 % crowd, mixed review states, archived clips, one history row each. Dropped at the
    end.
-2. The API as deployed: ``python -m api.cli serve --role api`` (one uvicorn process),
+2. The API as deployed: ``python -m cli.main serve --role api`` (one uvicorn process),
    retention at 3650 days (the default 30 would expire clips at start-up, mid-scenario).
 3. Load from this process (httpx, asyncio, ``--concurrency`` requests in flight), each
    scenario for ``--window`` seconds after a short warm-up:
@@ -258,7 +258,9 @@ def capture_shapes(url: str) -> dict[str, Shape]:
 Request = Callable[[random.Random, Samples], Awaitable[None]]
 
 
-async def drive(make: Callable[[], Awaitable[Request]], workers: int, warmup: float, window: float):
+async def drive(
+    make: Callable[[], Awaitable[Request]], workers: int, warmup: float, window: float
+) -> Samples:
     """``workers`` loops calling their request function; only the window is recorded."""
     samples = Samples()
     ignored = Samples()
@@ -306,7 +308,7 @@ def db_scenario(
 ) -> Request:
     async def request(rng: random.Random, s: Samples) -> None:
         if kind == "get":
-            values = {MARK_ID: rng.choice(data.ids)}
+            values: dict[str | datetime, Any] = {MARK_ID: rng.choice(data.ids)}
             t0 = time.perf_counter()
             row = await (
                 await conn.execute(shapes["get"].sql, shapes["get"].bind(values))
@@ -316,7 +318,7 @@ def db_scenario(
             s.latencies.append(time.perf_counter() - t0)
             s.errors += row is None
             return
-        values: dict[Any, Any] = dict.fromkeys((MARK_CAMERA, MARK_GRID), "")
+        values = dict.fromkeys((MARK_CAMERA, MARK_GRID), "")
         for key, value in _filter(kind, rng, data).items():
             values[MARK_CAMERA if key == "camera_id" else MARK_GRID] = value
         subtree = shapes["subtree"] if kind in ("list grid", "list county") else None
@@ -358,8 +360,10 @@ def _page_sample(s: Samples, took: float, page: int, pages: int) -> None:
 SCENARIOS = ("list", "list camera", "list grid", "list county", "get")
 
 
-async def measure_api(url: str, db_url: str, pid: int, data: Data, args: argparse.Namespace):
-    out = {}
+async def measure_api(
+    url: str, db_url: str, pid: int, data: Data, args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
     limits = httpx.Limits(max_connections=args.concurrency)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with httpx.AsyncClient(
@@ -374,9 +378,11 @@ async def measure_api(url: str, db_url: str, pid: int, data: Data, args: argpars
     return out
 
 
-async def measure_db(db_url: str, data: Data, args: argparse.Namespace):
+async def measure_db(
+    db_url: str, data: Data, args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
     shapes = capture_shapes(db_url)
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for kind in SCENARIOS:
         conns: list[psycopg.AsyncConnection[Any]] = []
 

@@ -94,14 +94,14 @@ ROLES = (
 #: Functions whose thread CPU time is added up while the benchmark runs (module, class or
 #: None, function, label): where the per-camera cost goes, inside the thread roles.
 ATTRIBUTED = (
-    ("ingest.pipeline", None, "analysis_frame", "analysis_frame: Y plane view (5 fps)"),
-    ("ingest.pipeline", None, "to_bgr", "to_bgr: BGR on demand (snapshots, persons)"),
+    ("ingest.handler", None, "analysis_frame", "analysis_frame: Y plane view (5 fps)"),
+    ("ingest.handler", None, "to_bgr", "to_bgr: BGR on demand (snapshots, persons)"),
     ("analytics.motion", "MotionDetector", "detect", "MotionDetector.detect (5 fps)"),
     ("ingest.ring", "PacketRing", "on_packet", "PacketRing.on_packet, with clip taps"),
-    ("api.runtime", "CameraRuntime", "_flush", "CameraRuntime._flush: status every 2 s"),
-    ("api.runtime", "CameraRuntime", "_write_state", "CameraRuntime._write_state"),
-    ("api.runtime", "CameraRuntime", "_balance", "CameraRuntime._balance: leases"),
-    ("api.runtime", "CameraRuntime", "_load_plans", "CameraRuntime._load_plans"),
+    ("runtime.cameras", "CameraRuntime", "_flush", "CameraRuntime._flush: status every 2 s"),
+    ("runtime.cameras", "CameraRuntime", "_write_state", "CameraRuntime._write_state"),
+    ("runtime.cameras", "CameraRuntime", "_balance", "CameraRuntime._balance: leases"),
+    ("runtime.cameras", "CameraRuntime", "_load_plans", "CameraRuntime._load_plans"),
 )
 
 

@@ -11,7 +11,7 @@ at the same moment. Besides the service's cameras, this process reads the stream
 the square arrives here is the **onset** (the server sends each packet to all clients in
 turn over loopback, so the service receives it within a millisecond of us).
 
-The service runs as ``python -m api.cli serve`` (SQLite by default, a fresh PostgreSQL
+The service runs as ``python -m cli.main serve`` (SQLite by default, a fresh PostgreSQL
 database with ``--postgres``; ``incidents.quiet_s`` 1 s so each appearance is one incident,
 everything else default: 5 analysed frames/s, ``start_frames`` 3). This process listens on
 ``GET /api/v1/events/stream`` (SSE) and on a webhook (``POST /api/v1/subscriptions`` →
@@ -142,7 +142,7 @@ class OnsetWatcher(threading.Thread):
                     now = time.time()
                     self.frames += 1
                     plane = frame.planes[0]
-                    luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+                    luma = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
                     bright = float(luma[y + 8 : y + h - 8, x + 8 : x + w - 8].mean()) > 200
                     if bright and not shown:
                         self.onsets.append(now)

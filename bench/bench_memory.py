@@ -6,7 +6,7 @@ Run: ``.venv/bin/python bench/bench_memory.py [--steps 0,8,16,32] [--settle 30]`
 Cameras as in ``bench_cameras.py``: a 640x360@25 substream (decoded) and a 1920x1080@25
 main stream at 2 Mbit/s (recorded into the pre-roll ring), pre-encoded from ``vtest.avi``
 and served by the test suite's gst-rtsp-server without re-encoding. The service runs as
-``python -m api.cli serve`` (SQLite, local objects). Motion analysis is switched off on
+``python -m cli.main serve`` (SQLite, local objects). Motion analysis is switched off on
 these cameras (``analytics.motion.enabled: false``; frames are still decoded and converted
 for analysis) so that no incident opens: an open incident holds its clip's packets in
 memory, which grows with its length (see the README), and would mix time into the slope.

@@ -34,6 +34,11 @@ Case = tuple[str, list[Image], Callable[[Image, float], object]]
 WIDTH, HEIGHT = 1920, 1080
 
 
+def _u8(image: cv2.typing.MatLike) -> Image:
+    """An 8-bit image from OpenCV, whose stubs type results loosely (no copy)."""
+    return np.asarray(image, dtype=np.uint8)
+
+
 def _encode_testsrc2(path: Path, count: int) -> bool:
     """Write ``count`` frames of ffmpeg's testsrc2 at 1080p as H.264; ``False`` without ffmpeg."""
     if shutil.which("ffmpeg") is None:
@@ -57,7 +62,7 @@ def _decode(path: Path) -> list[Image]:
         ok, frame = capture.read()
         if not ok:
             break
-        frames.append(frame)
+        frames.append(_u8(frame))
     capture.release()
     return frames
 
@@ -110,7 +115,7 @@ def _cases(gray: list[Image], bgr: list[Image]) -> list[Case]:
 def _downscale_only(frame: Image, _ts: float) -> Image:
     half = cv2.resize(frame, (WIDTH // 2, HEIGHT // 2), interpolation=cv2.INTER_AREA)
     quarter = cv2.resize(half, (WIDTH // 4, HEIGHT // 4), interpolation=cv2.INTER_AREA)
-    return cv2.resize(quarter, (320, 180), interpolation=cv2.INTER_LINEAR)
+    return _u8(cv2.resize(quarter, (320, 180), interpolation=cv2.INTER_LINEAR))
 
 
 def main() -> None:
@@ -128,7 +133,7 @@ def main() -> None:
             decode_s: float | None = _ffmpeg_decode_s(path, len(bgr), 3)
         else:
             bgr, source, decode_s = _noise_frames(args.frames), "synthetic (no ffmpeg)", None
-    gray = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in bgr]
+    gray = [_u8(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)) for f in bgr]
     print(
         f"{len(bgr)} frames {WIDTH}x{HEIGHT} ({source}); OpenCV threads: 1; best of {args.repeat}"
     )

@@ -5,7 +5,7 @@ and cached under ``bench/.cache``; the RTSP cameras are the test suite's gst-rts
 (``tests/peers/rtsp.py``, ``h264file`` mounts: pre-encoded H.264 sent without
 re-encoding, so the server stays cheap); the service runs either in this process (a
 uvicorn thread, when a benchmark reads the ingest engine's counters) or as
-``python -m api.cli serve`` (when only its outside matters). CPU and memory are read from
+``python -m cli.main serve`` (when only its outside matters). CPU and memory are read from
 ``/proc`` (no psutil needed).
 """
 
@@ -278,7 +278,7 @@ def _base_env() -> dict[str, str]:
 
 
 class ServiceProcess:
-    """``python -m api.cli serve`` as a child process (what an installation runs)."""
+    """``python -m cli.main serve`` as a child process (what an installation runs)."""
 
     def __init__(self, workdir: Path, env: Mapping[str, str] | None = None, role: str = "all"):
         self.workdir = workdir
@@ -304,7 +304,7 @@ class ServiceProcess:
         with log:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable, "-m", "api.cli", "serve", "--role", self.role,
+                    sys.executable, "-m", "cli.main", "serve", "--role", self.role,
                     "--port", str(self.port),
                 ],
                 cwd=REPO,
@@ -372,8 +372,8 @@ class InProcessService:
 
     @property
     def runtime(self) -> Any:
-        """The camera runtime (``api.runtime.CameraRuntime``) once the lifespan started."""
-        return self.app.state.runtime
+        """The camera runtime (``runtime.cameras.CameraRuntime``) once the lifespan started."""
+        return self.app.state.process.cameras
 
 
 def api_client(url: str, timeout: float = 30.0) -> httpx.Client:

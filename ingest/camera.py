@@ -33,7 +33,7 @@ import cv2
 
 from ingest.backoff import Backoff, BackoffPolicy
 from ingest.errors import IngestError, StreamEndedError, StreamStalledError
-from ingest.pipeline import CameraCounters, Decimator, StreamPipeline
+from ingest.handler import CameraCounters, ConnectionHandler, Decimator
 from ingest.redact import configure_av_logging
 from ingest.slot import FrameSlot
 from ingest.sources import Source, SourceOptions, open_source
@@ -155,10 +155,10 @@ class _Reader:
     """One connection's thread: runs ``source.run_once`` and reports back to the loop."""
 
     def __init__(
-        self, name: str, source: Source, pipeline: StreamPipeline, loop: asyncio.AbstractEventLoop
+        self, name: str, source: Source, handler: ConnectionHandler, loop: asyncio.AbstractEventLoop
     ) -> None:
         self.source = source
-        self.pipeline = pipeline
+        self.handler = handler
         self.stop = threading.Event()
         self.done: asyncio.Future[None] = loop.create_future()
         self._loop = loop
@@ -169,7 +169,7 @@ class _Reader:
 
     def idle_s(self) -> float:
         """Seconds since the last packet (or the open); 0 while still connecting."""
-        last = self.pipeline.last_activity
+        last = self.handler.last_activity
         return 0.0 if last is None else time.monotonic() - last
 
     def join(self) -> None:
@@ -178,7 +178,7 @@ class _Reader:
     def _main(self) -> None:
         error: BaseException | None = None
         try:
-            self.source.run_once(self.stop, self.pipeline)
+            self.source.run_once(self.stop, self.handler)
         except BaseException as err:  # reported to the task, which decides
             error = err
         # A closed loop raises RuntimeError: then nobody waits for this thread any more.
@@ -340,7 +340,7 @@ class CameraRunner:
             loop.call_soon_threadsafe(self._flowing, readers)
 
         for role, url, record, analyse in roles:
-            pipeline = StreamPipeline(
+            handler = ConnectionHandler(
                 cfg.camera_id,
                 self._counters,
                 sink=self._sink,
@@ -351,7 +351,7 @@ class CameraRunner:
             )
             source = self._source_factory(url, options)
             name = f"ingest-{cfg.camera_id}-{role}"
-            readers.append(_Reader(name, source, pipeline, loop))
+            readers.append(_Reader(name, source, handler, loop))
         return readers
 
     async def _watch(self, readers: list[_Reader]) -> _Failure:
@@ -379,10 +379,10 @@ class CameraRunner:
 
     def _flowing(self, readers: list[_Reader]) -> None:
         """A reader got its first packet or picture; online once every connection of the
-        attempt delivers (see :attr:`StreamPipeline.delivering`)."""
+        attempt delivers (see :attr:`ConnectionHandler.delivering`)."""
         if readers is not self._current or self._state is CameraState.ONLINE:
             return  # a late call from an attempt that already ended
-        if not all(reader.pipeline.delivering for reader in readers):
+        if not all(reader.handler.delivering for reader in readers):
             return
         if self._was_online:
             self._reconnects += 1

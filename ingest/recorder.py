@@ -197,7 +197,7 @@ class ClipJob:
         waiter = asyncio.wrap_future(self.future)
         while True:
             try:
-                async with asyncio.timeout(self._config.poll_interval_s):  # see api/runtime.py
+                async with asyncio.timeout(self._config.poll_interval_s):  # see runtime/cameras.py
                     return await asyncio.shield(waiter)
             except TimeoutError:
                 self.expire_if_stalled()

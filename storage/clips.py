@@ -27,6 +27,7 @@ import av
 import av.container
 import av.video.stream
 
+from storage.durable import replace_durably
 from storage.errors import StorageError
 
 __all__ = [
@@ -197,8 +198,7 @@ def write_mp4(path: Path, params: CodecParams, packets: Sequence[EncodedPacket])
     try:
         _mux(tmp, params, plan.packets)
         sha256, size = _hash_and_sync(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        replace_durably(tmp, path)
     except av.FFmpegError as err:
         raise ClipError(f"muxing {path.name} failed: {err}") from err
     except OSError as err:
@@ -378,12 +378,3 @@ def _hash_and_sync(path: Path) -> tuple[str, int]:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
         os.fsync(f.fileno())
         return digest, os.fstat(f.fileno()).st_size
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable: the directory entry is data too."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -53,17 +53,27 @@ def snapshot_key(camera_id: str, started_at: datetime, incident_id: str) -> str:
     return f"snapshots/{key_segment(camera_id, 'camera id')}/{started_at:%Y/%m/%d}/{name}"
 
 
-def summary(row: Incident) -> dict[str, Any]:
-    """The event payload describing an incident (ids and state, not the whole record)."""
+def incident_fields(row: Incident) -> dict[str, Any]:
+    """An incident's own fields, built once: the event payload (:func:`summary`) and the
+    API's body both start from these."""
     return {
         "id": row.id,
         "camera_id": row.camera_id,
         "grid_code": row.grid_code,
         "type": row.type,
         "status": row.status,
+        "started_at": row.started_at,
+        "ended_at": row.ended_at,
+        "peak_persons": row.peak_persons,
+    }
+
+
+def summary(row: Incident) -> dict[str, Any]:
+    """The event payload describing an incident (ids and state, not the whole record)."""
+    fields = incident_fields(row)
+    return fields | {
         "started_at": row.started_at.isoformat(),
         "ended_at": row.ended_at.isoformat() if row.ended_at else None,
-        "peak_persons": row.peak_persons,
         "clip_state": row.clip_state,
     }
 

@@ -46,6 +46,7 @@ from urllib3.exceptions import (
 )
 
 from config.errors import ConfigError
+from storage.durable import fsync_dir
 from storage.errors import (
     InvalidObjectKey,
     InvalidObjectMetadata,
@@ -596,7 +597,7 @@ class LocalObjectStore(_StoreBase):
                 f"object key {key!r} conflicts with an existing object in {self.describe()}: "
                 "a key cannot be both an object and a prefix of other keys ('a' and 'a/b')"
             ) from err
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
 
     def _read_chunks(self, key: str, src: IO[bytes]) -> Iterator[bytes]:
         with self._os_errors(key):
@@ -671,15 +672,6 @@ def _prune_empty_dirs(top: Path, folder: Path) -> None:
         except OSError:  # not empty, already gone, or refilled meanwhile: stop here
             return
         folder = folder.parent
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename is durable only once the folder entry is on disk.
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -29,6 +29,7 @@ from config.errors import ConfigError
 from config.settings import SecretsSettings
 from storage.audit import audit
 from storage.db import Database
+from storage.durable import write_atomic
 from storage.grid_models import Subscription
 from storage.models import Camera
 
@@ -154,19 +155,7 @@ def load_key_file(path: Path) -> list[bytes]:
 
 def write_key_file(path: Path, keys: Sequence[bytes]) -> None:
     """Replace ``path`` atomically with ``keys`` (current first), mode 0600."""
-    temp = path.with_name(path.name + ".new")
-    temp.unlink(missing_ok=True)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
-    with os.fdopen(fd, "wb") as f:
-        f.write(b"".join(k + b"\n" for k in keys))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, b"".join(k + b"\n" for k in keys), mode=KEY_FILE_MODE)
 
 
 # --- rotation ---------------------------------------------------------------------------

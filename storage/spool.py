@@ -24,6 +24,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from storage.durable import write_atomic
 from storage.objects import validate_key
 
 log = logging.getLogger(__name__)
@@ -107,13 +108,7 @@ class ClipSpool:
         """
         self.check(entry)
         path = self._manifest(entry.incident_id)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(asdict(entry), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.root)
+        write_atomic(path, json.dumps(asdict(entry)).encode())
 
     def update(self, entry: SpoolEntry) -> None:
         self.add(entry)
@@ -176,11 +171,3 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

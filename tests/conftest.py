@@ -78,7 +78,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each test using this runs against SQLite and against PostgreSQL (fresh schema)."""
     if request.param == "sqlite":
@@ -135,3 +135,10 @@ class LiveServer:
 @pytest.fixture
 def live_server() -> Callable[[Any], LiveServer]:
     return LiveServer
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whatever reaches PostgreSQL is marked ``postgres`` (``make check`` runs SQLite only)."""
+    for item in items:
+        if "pg_database" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)

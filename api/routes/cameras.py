@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from sqlalchemy.orm import Session
 
-from api.deps import ServicesDep, require
+from api.deps import CamerasDep, ServicesDep, require
 from api.routes.onvif import OnvifRegistration, onvif_snapshot, register_onvif_camera
 from api.schemas.cameras import (
     AnalyticsIn,
@@ -27,9 +27,9 @@ from api.schemas.cameras import (
     ZoneIn,
 )
 from api.scope import allows, check_visible, visible_grid_codes
-from api.services import Services
 from config.errors import XueliangError
 from ingest.redact import redact_url
+from runtime.services import Services
 from storage import cameras as repo
 from storage.audit import audit
 from storage.grids import place_camera
@@ -120,7 +120,9 @@ def _set_url(services: Services, row: Camera, which: str, url: str | None) -> No
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CameraOut)
-async def create_camera(body: CameraCreate, services: ServicesDep, who: Integrator) -> CameraOut:
+async def create_camera(
+    body: CameraCreate, services: ServicesDep, cameras: CamerasDep, who: Integrator
+) -> CameraOut:
     """Register a camera by its stream URLs, or by its ONVIF address and login.
 
     An ONVIF camera is probed first: one the probe cannot use is not created, and the 422
@@ -131,7 +133,9 @@ async def create_camera(body: CameraCreate, services: ServicesDep, who: Integrat
     found = None
     if body.onvif is not None:
         found = await register_onvif_camera(services, body.onvif)
-    return await asyncio.to_thread(_insert_camera, services, body, who, found)
+    out = await asyncio.to_thread(_insert_camera, services, body, who, found)
+    cameras.changed()
+    return out
 
 
 def _insert_camera(
@@ -158,7 +162,6 @@ def _insert_camera(
         session.add(row)
         _placed(session, row, who, grid_given=body.grid_code is not None)
         audit(session, who.name, "create", "camera", row.id)
-    services.cameras_changed()
     return _out(row)
 
 
@@ -217,7 +220,7 @@ def get_camera(camera_id: str, services: ServicesDep, who: Viewer) -> CameraOut:
 
 @router.patch("/{camera_id}", response_model=CameraOut)
 def patch_camera(
-    camera_id: str, body: CameraPatch, services: ServicesDep, who: Integrator
+    camera_id: str, body: CameraPatch, services: ServicesDep, cameras: CamerasDep, who: Integrator
 ) -> CameraOut:
     _check_scheme(services, "rtsp_url", body.rtsp_url)
     _check_scheme(services, "substream_url", body.substream_url)
@@ -246,7 +249,7 @@ def patch_camera(
         row.updated_at = utcnow()
         audit(session, who.name, "update", "camera", camera_id, {"fields": sorted(changes)})
         out = _out(row)
-    services.cameras_changed()
+    cameras.changed()
     return out
 
 
@@ -259,12 +262,14 @@ def _empty(key: str) -> object:
 
 
 @router.delete("/{camera_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_camera(camera_id: str, services: ServicesDep, who: Integrator) -> None:
+def delete_camera(
+    camera_id: str, services: ServicesDep, cameras: CamerasDep, who: Integrator
+) -> None:
     with services.tx() as session:
         _camera(session, camera_id, who)
         repo.delete_camera(session, camera_id)
         audit(session, who.name, "delete", "camera", camera_id)
-    services.cameras_changed()
+    cameras.changed()
 
 
 @router.get("/{camera_id}/status", response_model=CameraStatusOut)
@@ -289,10 +294,12 @@ def _onvif_known(services: Services, camera_id: str, who: Principal) -> bool:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "No frame yet."}},
 )
-async def snapshot(camera_id: str, services: ServicesDep, who: Watcher) -> Response:
+async def snapshot(
+    camera_id: str, services: ServicesDep, cameras: CamerasDep, who: Watcher
+) -> Response:
     """The latest frame; from the camera's ONVIF snapshot URI when its stream is down."""
     has_onvif = await asyncio.to_thread(_onvif_known, services, camera_id, who)
-    jpeg = await asyncio.to_thread(services.snapshot, camera_id)
+    jpeg = await asyncio.to_thread(cameras.snapshot, camera_id)
     if jpeg is None and has_onvif:
         with contextlib.suppress(XueliangError):
             jpeg = await onvif_snapshot(services, camera_id)

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.deps import ServicesDep, require
-from api.services import Services
+from runtime.services import Services
 from storage.events import EventRecord, last_seq, list_events
 from storage.tokens import Principal
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response, status
 from sqlalchemy.orm import Session
 
-from api.deps import ServicesDep, require
+from api.deps import CamerasDep, ServicesDep, require
 from api.openapi import BAD_CURSOR
 from api.schemas.grids import GridImportOut, GridList, GridOut, GridPut, Level
 from api.scope import check_visible, visible_grid_codes
@@ -40,7 +40,12 @@ def _out(row: Grid, with_boundary: bool = True) -> GridOut:
     responses={201: {"model": GridOut, "description": "Created."}},
 )
 def put_grid(
-    code: CodePath, body: GridPut, response: Response, services: ServicesDep, who: Integrator
+    code: CodePath,
+    body: GridPut,
+    response: Response,
+    services: ServicesDep,
+    cameras: CamerasDep,
+    who: Integrator,
 ) -> GridOut:
     """Create or replace a grid; cameras placed automatically follow a changed boundary."""
     spec = repo.GridSpec(code, body.name, body.level, body.parent_code, body.boundary)
@@ -56,7 +61,7 @@ def put_grid(
         audit(session, who.name, "create" if created else "update", "grid", code)
         out = _out(row)
     if moved:
-        services.cameras_changed()
+        cameras.changed()
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return out
 
@@ -81,6 +86,7 @@ def _check_writable(
 @router.post("/import", response_model=GridImportOut)
 def import_grids(
     services: ServicesDep,
+    cameras: CamerasDep,
     who: Integrator,
     collection: Annotated[
         dict[str, Any],
@@ -101,7 +107,7 @@ def import_grids(
         }
         audit(session, who.name, "import", "grid", "*", detail)
     if result.cameras_reassigned:
-        services.cameras_changed()
+        cameras.changed()
     return GridImportOut(**detail)
 
 

@@ -25,7 +25,7 @@ from api.schemas.incidents import (
     ReviewIn,
 )
 from api.scope import check_visible, visible_grid_codes
-from api.services import Services
+from runtime.services import Services
 from storage import incidents as repo
 from storage.audit import audit
 from storage.cases import case_ids_for
@@ -60,15 +60,7 @@ def _fields(row: Incident, case_ids: list[str], history: list[IncidentAction]) -
             "state": row.clip_state,
             "error": row.clip_error,
         }
-    return {
-        "id": row.id,
-        "camera_id": row.camera_id,
-        "grid_code": row.grid_code,
-        "type": row.type,
-        "status": row.status,
-        "started_at": row.started_at,
-        "ended_at": row.ended_at,
-        "peak_persons": row.peak_persons,
+    return repo.incident_fields(row) | {
         "snapshot": {"url": f"{base}/snapshot"} if row.snapshot_key else None,
         "clip": clip,
         "case_ids": case_ids,

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from api.deps import ServicesDep, require
+from api.deps import CamerasDep, ServicesDep, require
 from api.schemas.onvif import (
     DiscoveredOut,
     DiscoverIn,
@@ -29,10 +29,10 @@ from api.schemas.onvif import (
     PtzIn,
     PtzOut,
 )
-from api.services import Services
 from ingest import discovery
 from ingest import onvif as ov
 from ingest.redact import redact_url
+from runtime.services import Services
 from storage import cameras as repo
 from storage.audit import audit
 from storage.models import Camera, utcnow
@@ -153,6 +153,7 @@ def get_onvif(camera_id: str, services: ServicesDep, _: Integrator) -> OnvifOut:
 async def refresh_onvif(
     camera_id: str,
     services: ServicesDep,
+    cameras: CamerasDep,
     who: Integrator,
     body: OnvifRefreshIn | None = None,
 ) -> OnvifOut:
@@ -169,6 +170,7 @@ async def refresh_onvif(
     sub = body.sub_profile_token if "sub_profile_token" in fields else stored["sub_profile_token"]
     found = await _probe_and_choose(services, login, main, sub)
     await asyncio.to_thread(_save_refresh, services, camera_id, found, who.name)
+    cameras.changed()
     return _onvif_out(camera_id, found.onvif)
 
 
@@ -190,7 +192,6 @@ def _save_refresh(services: Services, camera_id: str, found: OnvifRegistration, 
             camera_id,
             {"streams_changed": streams_changed},
         )
-    services.cameras_changed()
 
 
 def _set_streams(services: Services, row: Camera, found: OnvifRegistration) -> bool:

@@ -1,30 +1,25 @@
 """Live view, WHEP style: the browser POSTs an SDP offer, gets the answer and a session URL.
 
-The sessions live in an :class:`~ingest.live.LiveService` created by this router's
-lifespan (FastAPI merges it into the app's, inside it: the camera runtime exists by then,
-and every peer connection is closed before the cameras stop).
+The sessions live in the process's :class:`~live.webrtc.LiveService` (built by the
+composition root, ``runtime.process``, with the camera runtime's ring lookup).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from api.deps import ServicesDep, require
+from api.deps import LiveDep, ServicesDep, require
 from api.scope import allows, visible_grid_codes
-from api.services import Services
-from ingest.live import (
+from live.webrtc import (
     BadOfferError,
     LiveError,
-    LiveService,
     LiveUnavailableError,
     NoCommonCodecError,
 )
-from ingest.ring import PacketRing
+from runtime.services import Services
 from storage import cameras as repo
 from storage.audit import audit
 from storage.tokens import Principal
@@ -32,31 +27,8 @@ from storage.tokens import Principal
 SDP = "application/sdp"
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    def ring_for(camera_id: str) -> PacketRing | None:
-        runtime = getattr(app.state, "runtime", None)
-        if runtime is None or camera_id not in runtime.manager.camera_ids():
-            return None  # an API-only process, or a camera another worker runs
-        ring: PacketRing = runtime._ring(camera_id)
-        return ring
-
-    app.state.live = LiveService(ring_for)
-    try:
-        yield
-    finally:
-        await app.state.live.aclose()
-
-
-router = APIRouter(prefix="/cameras", tags=["live view"], lifespan=_lifespan)
+router = APIRouter(prefix="/cameras", tags=["live view"])
 Operator = Annotated[Principal, Depends(require("operator"))]
-
-
-def _live(request: Request) -> LiveService:
-    live: LiveService | None = getattr(request.app.state, "live", None)
-    if live is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "live view is not running")
-    return live
 
 
 def _session_url(camera_id: str, session_id: str) -> str:
@@ -86,7 +58,7 @@ def _session_url(camera_id: str, session_id: str) -> str:
     },
 )
 async def start_live_view(
-    camera_id: str, request: Request, services: ServicesDep, who: Operator
+    camera_id: str, request: Request, services: ServicesDep, live: LiveDep, who: Operator
 ) -> Response:
     """Start watching a camera: H.264 passed through from the camera when the browser can
     decode it, else transcoded once per camera. Every start is audited."""
@@ -97,7 +69,7 @@ async def start_live_view(
     if not await asyncio.to_thread(_watch_allowed, services, who, camera_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id}")
     try:
-        session, answer = await _live(request).open(camera_id, offer, who.name)
+        session, answer = await live.open(camera_id, offer, who.name)
     except LiveError as err:
         raise _http(err) from None
     location = _session_url(camera_id, session.id)
@@ -114,9 +86,9 @@ async def start_live_view(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"description": "No such session (already ended)."}},
 )
-async def stop_live_view(camera_id: str, session_id: str, request: Request, _: Operator) -> None:
+async def stop_live_view(camera_id: str, session_id: str, live: LiveDep, _: Operator) -> None:
     """End a live session; the camera's upstream stays as long as others watch."""
-    if not await _live(request).close(session_id, camera_id):
+    if not await live.close(session_id, camera_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live session {session_id}")
 
 

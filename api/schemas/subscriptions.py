@@ -12,7 +12,6 @@ from api.schemas.cameras import GridCode
 from storage.events import EventType
 
 
-
 def _check_webhook_url(url: str) -> str:
     if any(ord(c) < 0x21 or c == "\x7f" for c in url):
         raise ValueError("must not contain spaces or control characters")

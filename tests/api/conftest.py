@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.services import Services
 from config.settings import Settings
+from runtime.services import Services
 from storage.tokens import ROLES, create_token
 
 BOOTSTRAP = "xl_bootstrap_test_token_0123456789"

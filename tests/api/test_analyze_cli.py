@@ -15,7 +15,7 @@ import pytest
 
 from analytics.persons import DetectorConfig, PersonDetector
 from analytics.tracking import TrackerConfig
-from api.analyze import analyze_file
+from cli.analyze import analyze_file
 from tests.conftest import REPO, SHARED_DATA
 
 FRAME_KEYS = {"frame", "pts", "motion", "motion_area", "persons", "boxes"}
@@ -33,7 +33,7 @@ SUMMARY_KEYS = {
 
 def analyze(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", "analyze", *args],
+        [sys.executable, "-m", "cli.main", "analyze", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -38,10 +38,11 @@ def _walk(routes: list[Any], prefix: str = "") -> list[tuple[str, APIRoute]]:
 
 
 def _api_routes(client: TestClient) -> list[tuple[str, str, frozenset[str] | None]]:
-    out = []
+    out: list[tuple[str, str, frozenset[str] | None]] = []
     for full, route in _walk(client.app.routes):  # type: ignore[attr-defined]
         if full.startswith(API_PREFIX):
             path = re.sub(r"\{[^}]+\}", "x1", full)
+            assert route.methods is not None, full  # None: any method, not one route per verb
             out.extend((m, path, _allowed_roles(route)) for m in sorted(route.methods))
     return out
 

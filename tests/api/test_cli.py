@@ -19,7 +19,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "XUELIANG_DATA_DIR": str(tmp_path / "data"), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         env=full_env,
@@ -85,7 +85,7 @@ def test_token_create_prints_a_working_token(tmp_path: Path) -> None:
 def test_demo_serves_health_docs_and_prints_a_working_admin_token(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "demo", "--port", str(port)],
+        [sys.executable, "-m", "cli.main", "demo", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -48,6 +48,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import pytest
 import requests
 import schemathesis
+from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import CheckContext
@@ -65,9 +66,9 @@ from sqlalchemy import create_engine, text
 
 from api.app import create_app
 from api.schemas.cameras import AnalyticsIn, RecordingIn
-from api.services import Services
 from config.settings import Settings
 from ingest.onvif import OnvifDevice, Profile
+from runtime.services import Services
 from storage.incidents import ArchivedClip, NewIncident, create_incident, mark_archived
 from storage.models import Camera, utcnow
 from storage.tokens import ROLES, create_token
@@ -121,7 +122,7 @@ class Target:
     seeded: Seeded
 
 
-def no_server_error(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+def no_server_error(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
     status = response.status_code
     if status < 500:
         return None
@@ -131,7 +132,7 @@ def no_server_error(ctx: CheckContext, response: Response, case: Case) -> bool |
     raise AssertionError(f"{label} answered {status}: {response.text[:500]}")
 
 
-def error_has_detail(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+def error_has_detail(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
     if not 400 <= response.status_code < 500:
         return None
     label = f"{case.method.upper()} {case.path} → {response.status_code}"
@@ -180,10 +181,11 @@ def _seed(client: requests.Session, services: Services, seeded: Seeded, closed_p
             [[120.0, 30.0], [120.2, 30.0], [120.2, 30.2], [120.0, 30.2], [120.0, 30.0]]
         ],
     }
-    for code, body in {
+    grids: dict[str, dict[str, Any]] = {
         "G1": {"name": "City", "level": "city", "boundary": square},
         "G1.A": {"name": "Community A", "level": "community", "parent_code": "G1"},
-    }.items():
+    }
+    for code, body in grids.items():
         r = client.put(f"/api/v1/grids/{code}", json=body, headers=h)
         assert r.status_code == 201, r.text
         seeded.add("code", code)
@@ -319,7 +321,9 @@ def target(
         services: Services = app.state.services
         seeded = Seeded()
         try:
-            with asgi.get_client(app) as client:  # starts the lifespan, as schemathesis does
+            # Starts the lifespan, as schemathesis does. (Its ASGI types say dict where
+            # starlette's say MutableMapping: the same objects at runtime.)
+            with asgi.get_client(app) as client:  # type: ignore[arg-type]
                 _seed(client, services, seeded, CLOSED_PORT)
             with services.db.session() as session:
                 token, _ = create_token(session, caller.role, f"fuzz-{caller.id}", caller.scope)
@@ -421,7 +425,7 @@ def _to_loopback(label: str, body: Any, port: int) -> None:
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_api_answers_as_documented(case: Case, target: Target) -> None:
+def test_api_answers_as_documented(case: Case[Any], target: Target) -> None:
     case.path_parameters = {
         k: target.seeded.resolve(k, v) for k, v in (case.path_parameters or {}).items()
     }
@@ -493,7 +497,9 @@ def test_a_body_that_is_not_text_is_a_documented_400(api: Api) -> None:
     h = {**api.as_role("integrator"), "Content-Type": "application/json"}
     r = api.client.post("/api/v1/cameras", content=b'{"name": "\xff\xfe"}', headers=h)
     assert r.status_code == 400 and r.json()["detail"]
-    documented = api.client.app.openapi()["paths"]["/api/v1/cameras"]["post"]["responses"]
+    app = api.client.app
+    assert isinstance(app, FastAPI)
+    documented = app.openapi()["paths"]["/api/v1/cameras"]["post"]["responses"]
     assert "400" in documented
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
+import httpx
+
 from storage.incidents import ArchivedClip, NewIncident, create_incident, mark_archived
 from storage.models import utcnow
 from storage.tokens import create_token
@@ -112,7 +114,7 @@ def test_review_actions_keep_history_and_refuse_impossible_transitions(api: Api)
     h = api.as_role("operator")
 
     def review(action: str, note: str | None = None) -> int:
-        r = api.client.post(
+        r: httpx.Response = api.client.post(
             f"/api/v1/incidents/{inc}/review", json={"action": action, "note": note}, headers=h
         )
         return r.status_code

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from api.retention import RetentionWorker
+from runtime.retention import RetentionWorker
 from storage.cases import NewCase, create_case, link, set_status
 from storage.errors import ObjectNotFound
 from storage.incidents import ArchivedClip, NewIncident, create_incident, mark_archived

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from storage.incidents import ArchivedClip, NewIncident, create_incident, mark_archived
 from storage.models import utcnow
 from storage.tokens import create_token
@@ -76,10 +78,13 @@ def test_a_token_scoped_to_grid_a_gets_404_for_grid_b(api: Api) -> None:
 
 def test_camera_with_a_location_lands_in_the_smallest_grid(api: Api) -> None:
     admin = api.as_role("admin")
-    square = lambda x0, y0, d: {  # noqa: E731
-        "type": "Polygon",
-        "coordinates": [[[x0, y0], [x0 + d, y0], [x0 + d, y0 + d], [x0, y0 + d], [x0, y0]]],
-    }
+
+    def square(x0: float, y0: float, d: float) -> dict[str, Any]:
+        return {
+            "type": "Polygon",
+            "coordinates": [[[x0, y0], [x0 + d, y0], [x0 + d, y0 + d], [x0, y0 + d], [x0, y0]]],
+        }
+
     grids = (
         ("C", "city", None, square(116.0, 39.0, 1.0)),
         ("T", "town", "C", square(116.2, 39.2, 0.2)),

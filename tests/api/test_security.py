@@ -35,10 +35,10 @@ from sqlalchemy.exc import DBAPIError
 
 from api.app import create_app
 from api.middleware import ClientLimiter, client_key
-from api.retention import RetentionWorker
-from api.services import Services
 from config.errors import ConfigError
 from config.settings import Settings, load_settings
+from runtime.retention import RetentionWorker
+from runtime.services import Services
 from storage.audit import audit
 from storage.db import MIGRATIONS, Database
 from storage.incidents import ArchivedClip, NewIncident, create_incident, mark_archived
@@ -78,7 +78,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "XUELIANG_DATA_DIR": str(data_dir), **env}
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         env=full,

@@ -6,9 +6,8 @@ from typing import get_args
 
 from sqlalchemy import text
 
-from api.schemas.subscriptions import EventType
 from storage import delivery as repo
-from storage.events import EVENT_TYPES, append_event
+from storage.events import EVENT_TYPES, EventType, append_event
 from storage.tokens import create_token
 from tests.api.conftest import Api
 

@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route
 
 from api.app import create_app
 from config.settings import Settings
-from ingest.live import LiveService
+from live.webrtc import LiveService
 from storage.tokens import create_token
 from tests.conftest import REPO, SHARED_DATA, LiveServer
 from tests.peers.rtsp import RtspServer, file_mount
@@ -63,7 +63,7 @@ class Console:
 
     @property
     def live(self) -> LiveService:
-        live: LiveService = self.app.state.live
+        live: LiveService = self.app.state.process.live
         return live
 
 

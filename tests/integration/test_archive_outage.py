@@ -57,7 +57,7 @@ def _env(data_dir: Path, s3: SeaweedS3, bucket: str) -> dict[str, str]:
 def service(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "cli.main", "serve", "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from api.archiver import Archiver
-from api.runtime import build_spool
-from api.services import Services
 from config.settings import Settings
+from runtime.archiver import Archiver
+from runtime.cameras import build_spool
+from runtime.services import Services
 from storage.spool import SpoolEntry
 from tests.peers.seaweedfs import SeaweedS3, unique_bucket
 
@@ -43,7 +43,7 @@ def test_an_outage_keeps_every_clip_and_logs_once_per_pass(
         path = archiver.spool.file_path(f"clip{n}.mp4")
         data = f"not really an mp4 {n}".encode()
         path.write_bytes(data)
-        archiver.submit(
+        archiver.spool.add(
             SpoolEntry(
                 incident_id=f"inc{n}",
                 camera_id="cam",
@@ -55,11 +55,11 @@ def test_an_outage_keeps_every_clip_and_logs_once_per_pass(
             )
         )
     s3.stop()
-    with caplog.at_level(logging.WARNING, logger="api.archiver"):
+    with caplog.at_level(logging.WARNING, logger="runtime.archiver"):
         waiting = asyncio.run(archiver.drain())
     assert waiting == CLIPS
     assert len(archiver.spool.entries()) == CLIPS, "a clip left the spool while S3 was down"
-    lines = [r.getMessage() for r in caplog.records if r.name == "api.archiver"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "runtime.archiver"]
     assert len(lines) == 1, lines
     assert "object store unavailable" in lines[0] and f"{CLIPS} clip(s) kept" in lines[0]
     services.db.dispose()

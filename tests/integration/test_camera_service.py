@@ -118,7 +118,10 @@ def test_cameras_stay_connected_and_report_truthfully(
 
         # Deleting a camera stops it in the running service.
         assert http.delete(f"/api/v1/cameras/{b}").status_code == 204
-        runtime_ids = lambda: app.state.runtime.manager.camera_ids()  # noqa: E731
+
+        def runtime_ids() -> list[str]:
+            return list(app.state.process.cameras.manager.camera_ids())
+
         wait_for(lambda: b not in runtime_ids(), 15, "camera b to stop")
 
     logged = "\n".join(r.getMessage() for r in caplog.records)

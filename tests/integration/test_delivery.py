@@ -36,9 +36,9 @@ import aiomqtt
 import httpx
 import pytest
 
-from api.delivery import DeliveryConfig, DeliveryWorker, WebhookSink
-from api.services import Services
 from config.settings import Settings
+from delivery.worker import DeliveryConfig, DeliveryWorker, WebhookSink
+from runtime.services import Services
 from storage import delivery as repo
 from storage.db import Database
 from storage.events import EventRecord, append_event
@@ -261,7 +261,11 @@ async def test_down_then_failing_then_back_every_event_arrives_in_order_signed(
         services, receiver.url + "/a", types=["incident.created"], grid_codes=["A"]
     )
     worker = DeliveryWorker(services, FAST, worker_id="w-outage")
-    shapes = [("incident.created", "A1"), ("camera.online", "A"), ("incident.created", "B")]
+    shapes: list[tuple[str, str | None]] = [
+        ("incident.created", "A1"),
+        ("camera.online", "A"),
+        ("incident.created", "B"),
+    ]
     shapes += [("incident.created", None), ("incident.created", "A")]
     with MqttListener(run) as mqtt:
         task = asyncio.create_task(worker.run())
@@ -451,7 +455,7 @@ async def test_webhooks_follow_307_only_to_the_same_host(
 
 
 class Service:
-    """``python -m api.cli serve`` on a fixed port, started and SIGKILLed by the test."""
+    """``python -m cli.main serve`` on a fixed port, started and SIGKILLed by the test."""
 
     def __init__(self, tmp: Path, db_url: str) -> None:
         self.port = free_port()
@@ -468,7 +472,7 @@ class Service:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "cli.main", "serve", "--port", str(self.port)],
                 cwd=REPO,
                 env=self.env,
                 stdout=out,

@@ -475,7 +475,7 @@ def test_hostile_input_through_the_api(
         ids = [ok, meta, locked, *cams.values()]
         for cid in ids:
             assert http.delete(f"/api/v1/cameras/{cid}").status_code == 204
-        manager = app.state.runtime.manager
+        manager = app.state.process.cameras.manager
         wait_for(lambda: manager.camera_ids() == [], 15, "every camera stopped")
         wait_for(lambda: ingest_threads() == [], 15, "every reader thread ended")
     logged = "\n".join(r.getMessage() for r in caplog.records)
@@ -491,7 +491,7 @@ def _store_url(app: Any, camera_id: str, url: str) -> None:
         row.main_url_enc = services.secrets.encrypt(url)
         row.version += 1
         row.updated_at = datetime.now(UTC)
-    services.cameras_changed()
+    app.state.process.camera_control.changed()
 
 
 def _hostile_paths() -> list[str]:

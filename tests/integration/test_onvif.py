@@ -329,7 +329,7 @@ def service(onvif_netns: NetNamespace, tmp_path: Path) -> Iterator[tuple[NsHttp,
         "XUELIANG_AUTH__BOOTSTRAP_TOKEN": TOKEN,
         "XUELIANG_INGEST__BACKOFF_INITIAL_S": "0.5",
     }
-    argv = [sys.executable, "-m", "api.cli", "serve", "--host", HOST, "--port", str(SERVE_PORT)]
+    argv = [sys.executable, "-m", "cli.main", "serve", "--host", HOST, "--port", str(SERVE_PORT)]
     with log_path.open("wb") as out:
         proc = onvif_netns.popen(argv, stdout=out, stderr=out, env=env, cwd=REPO)
     http = onvif_netns.http(

@@ -66,7 +66,7 @@ def video(
     images: dict[int, Image] = {}
     with av.open(str(VTEST)) as container:
         for index, frame in enumerate(container.decode(video=0)):
-            image = frame.to_ndarray(format="bgr24")
+            image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
             found.append(detector.detect(image))
             if index in truth:
                 images[index] = image

@@ -112,7 +112,7 @@ def test_workers_share_cameras_and_take_over_a_dead_ones(shared_db: str, tmp_pat
                     [
                         sys.executable,
                         "-m",
-                        "api.cli",
+                        "cli.main",
                         "serve",
                         "--role",
                         "worker",

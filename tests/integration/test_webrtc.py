@@ -34,7 +34,8 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from api.app import create_app
 from config.settings import Settings
-from ingest.live import (
+from ingest.ring import PacketRing
+from live.webrtc import (
     BURST_STEP,
     LiveService,
     LiveTrack,
@@ -42,7 +43,6 @@ from ingest.live import (
     TranscodeFeed,
     check_stream,
 )
-from ingest.ring import PacketRing
 from storage.tokens import create_token
 from tests.conftest import LiveServer, wait_for
 from tests.peers.rtsp import RtspServer, h264file_mount, live_pattern
@@ -68,12 +68,13 @@ class LiveSetup:
 
     @property
     def live(self) -> LiveService:
-        live: LiveService = self.app.state.live
+        live: LiveService = self.app.state.process.live
         return live
 
     @property
     def ring(self) -> PacketRing:
-        ring: PacketRing = self.app.state.runtime._ring(self.camera_id)
+        ring: PacketRing | None = self.app.state.process.cameras.ring(self.camera_id)
+        assert ring is not None
         return ring
 
 
@@ -103,8 +104,9 @@ def start_service(
         cam = created.json()["id"]
 
         def has_video() -> bool:
-            ring: PacketRing = app.state.runtime._ring(cam)
-            return ring.stats().packets > FPS  # more than a GOP: a keyframe to start from
+            ring = app.state.process.cameras.ring(cam)
+            # More than a GOP: a keyframe to start from.
+            return ring is not None and ring.stats().packets > FPS
 
         wait_for(has_video, 30, "video from the camera")
         yield LiveSetup(app, server.url, cam, operator, rtsp)
@@ -243,7 +245,7 @@ async def test_four_viewers_share_one_upstream_and_leaving_releases_it(
     feed = s.live.feed(s.camera_id)
     assert feed is not None and feed.subscribers == 4
     assert sum(1 for tap in s.ring._taps if isinstance(tap, PassthroughFeed)) == 1
-    assert s.app.state.runtime.manager.status(s.camera_id).reconnects == 0
+    assert s.app.state.process.cameras.manager.status(s.camera_id).reconnects == 0
 
     # Viewers leave without a DELETE (tab closed): the closed connection is noticed.
     t0 = time.monotonic()

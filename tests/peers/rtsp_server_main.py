@@ -206,7 +206,10 @@ def role_token(role: str) -> GstRtspServer.RTSPToken:
 
 
 def protect(
-    auth: GstRtspServer.RTSPAuth, factory: GstRtspServer.RTSPMediaFactory, mount: str, m: dict
+    auth: GstRtspServer.RTSPAuth,
+    factory: GstRtspServer.RTSPMediaFactory,
+    mount: str,
+    m: dict[str, Any],
 ) -> None:
     """Give ``factory`` Basic auth when the mount has a user, else anonymous access.
 

@@ -8,16 +8,12 @@ import pytest
 from analytics.crowd import (
     WHOLE_FRAME,
     CountSmoother,
-    CrowdEnded,
-    CrowdEndReason,
-    CrowdEvent,
-    CrowdPeak,
     CrowdRules,
-    CrowdStarted,
     PersonCounter,
     count_in_zones,
     draw_boxes,
 )
+from analytics.incidents import Ended, EndReason, IncidentEvent, Peak, Started
 from analytics.persons import DetectorConfig, PersonBox, PersonDetector
 from analytics.tracking import TrackerConfig
 from analytics.zones import Zone, ZoneKind
@@ -80,8 +76,8 @@ def test_smoother_off_and_per_zone() -> None:
         CountSmoother(window_s=-1)
 
 
-def feed(rules: CrowdRules, counts: list[int], fps: float = 5.0) -> list[CrowdEvent]:
-    events: list[CrowdEvent] = []
+def feed(rules: CrowdRules, counts: list[int], fps: float = 5.0) -> list[IncidentEvent]:
+    events: list[IncidentEvent] = []
     for i, n in enumerate(counts):
         events += rules.update(i / fps, n)
     return events
@@ -97,23 +93,23 @@ def test_a_gathering_raises_exactly_one_incident_with_its_peak() -> None:
     rules = CrowdRules(threshold=5, dwell_s=10.0, quiet_s=5.0)
     events = feed(rules, smoothed)
 
-    started = [e for e in events if isinstance(e, CrowdStarted)]
-    ended = [e for e in events if isinstance(e, CrowdEnded)]
+    started = [e for e in events if isinstance(e, Started)]
+    ended = [e for e in events if isinstance(e, Ended)]
     assert len(started) == 1 and len(ended) == 1
     first_crowded = 15 / 5  # index 15 is the first count of 5
     assert started[0].started_at == pytest.approx(first_crowded)
     assert started[0].at == pytest.approx(first_crowded + 10.0)
     end = ended[0]
     assert end.seq == started[0].seq == 1
-    assert end.reason is CrowdEndReason.QUIET
-    assert end.peak_persons == 7
+    assert end.reason is EndReason.QUIET
+    assert end.peak_score == 7
     assert end.peak_at == pytest.approx(50 / 5)  # index 50: the first frame with 7
     # The last raw 6 is index 74; the 1 s maximum keeps the count at 6 for 5 more frames.
     last_crowded = (74 + 5) / 5
-    assert end.last_crowded_at == pytest.approx(last_crowded)
+    assert end.last_active_at == pytest.approx(last_crowded)
     assert end.at == pytest.approx(last_crowded + 5.0)
     assert not rules.active
-    peaks = [e.persons for e in events if isinstance(e, CrowdPeak)]
+    peaks = [e.score for e in events if isinstance(e, Peak)]
     assert peaks == [5, 6, 7]
 
 
@@ -128,18 +124,18 @@ def test_a_gathering_raises_exactly_one_incident_with_its_peak() -> None:
 def test_no_incident_below_threshold_or_dwell(counts: list[int]) -> None:
     rules = CrowdRules(threshold=5, dwell_s=10.0, quiet_s=5.0)
     events = feed(rules, counts)
-    assert not [e for e in events if isinstance(e, CrowdStarted | CrowdEnded)]
+    assert not [e for e in events if isinstance(e, Started | Ended)]
     assert not rules.active
 
 
 def test_quiet_period_is_measured_from_the_last_crowded_frame() -> None:
     rules = CrowdRules(threshold=3, dwell_s=0.0, quiet_s=5.0)
-    assert isinstance(rules.update(0.0, 3)[0], CrowdStarted)
+    assert isinstance(rules.update(0.0, 3)[0], Started)
     assert rules.update(4.9, 0) == []
     assert rules.update(4.95, 3) == []  # back before the quiet time ran out: same incident
     assert rules.tick(9.9) == []
     (ended,) = rules.tick(9.95)
-    assert isinstance(ended, CrowdEnded)
+    assert isinstance(ended, Ended)
     assert ended.at == pytest.approx(9.95)
     assert ended.seq == 1
 
@@ -148,11 +144,11 @@ def test_end_comes_before_the_next_start_and_stop_ends_now() -> None:
     rules = CrowdRules(threshold=2, dwell_s=0.0, quiet_s=1.0)
     rules.update(0.0, 2)
     events = rules.update(5.0, 4)  # the first ended at 1.0; a new one starts at 5.0
-    assert [type(e) for e in events] == [CrowdEnded, CrowdStarted, CrowdPeak]
-    assert events[0].at == pytest.approx(1.0)  # type: ignore[union-attr]
+    assert [type(e) for e in events] == [Ended, Started, Peak]
+    assert events[0].at == pytest.approx(1.0)
     (stopped,) = rules.stop(5.5)
-    assert isinstance(stopped, CrowdEnded)
-    assert (stopped.reason, stopped.seq, stopped.peak_persons) == (CrowdEndReason.STOPPED, 2, 4)
+    assert isinstance(stopped, Ended)
+    assert (stopped.reason, stopped.seq, stopped.peak_score) == (EndReason.STOPPED, 2, 4)
     assert rules.stop(6.0) == []
 
 
@@ -248,21 +244,21 @@ def test_a_flickering_gathering_raises_one_incident_with_its_peak() -> None:
     frames[41] = frames[42] = frames[43] = [*people, passer_by]  # stays: counted from 42
     frames += [people[:1]] * 60  # they leave
 
-    def incidents(tracker: TrackerConfig | None) -> list[CrowdEvent]:
+    def incidents(tracker: TrackerConfig | None) -> list[IncidentEvent]:
         detector = PersonDetector(DetectorConfig(), _FakeBackend(frames))
         counter = PersonCounter(detector, tracker=tracker)
         rules = CrowdRules(threshold=5, dwell_s=10.0, quiet_s=5.0)
         image = np.zeros((H, W, 3), dtype=np.uint8)
-        events: list[CrowdEvent] = []
+        events: list[IncidentEvent] = []
         for i in range(len(frames)):
             result = counter.count(image, ts=i / 5)
             events += rules.update(result.ts, result.smoothed[WHOLE_FRAME])
-        return [e for e in events if isinstance(e, CrowdStarted | CrowdEnded)]
+        return [e for e in events if isinstance(e, Started | Ended)]
 
     started, ended = incidents(TrackerConfig())
-    assert isinstance(started, CrowdStarted) and isinstance(ended, CrowdEnded)
+    assert isinstance(started, Started) and isinstance(ended, Ended)
     assert started.started_at == pytest.approx(10 / 5)
-    assert ended.peak_persons == 7
+    assert ended.peak_score == 7
     assert ended.peak_at == pytest.approx(42 / 5)
     # One frame's detections dip below the threshold every 0.6 s: no 10 s run, no incident.
     assert incidents(None) == []

@@ -28,14 +28,24 @@ PERSON = (20, 50)  # w, h in pixels at 640x360: ~0.43 % of the frame
 VTEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "vtest.avi"  # ../shared/data
 
 
+def _f32(image: cv2.typing.MatLike) -> npt.NDArray[np.float32]:
+    """A float32 image from OpenCV, whose stubs type results loosely (no copy)."""
+    return np.asarray(image, dtype=np.float32)
+
+
+def _u8(image: cv2.typing.MatLike) -> Image:
+    """An 8-bit image from OpenCV, whose stubs type results loosely (no copy)."""
+    return np.asarray(image, dtype=np.uint8)
+
+
 def _texture(seed: int = 1) -> npt.NDArray[np.float32]:
     """A campus-like textured background: smooth shading, blotches and a few edges."""
     rng = np.random.default_rng(seed)
-    blotches = cv2.GaussianBlur(rng.normal(0, 1, (H, W)).astype(np.float32), (0, 0), 6)
+    blotches = _f32(cv2.GaussianBlur(rng.normal(0, 1, (H, W)).astype(np.float32), (0, 0), 6))
     blotches *= 30 / float(blotches.std())
-    fine = cv2.GaussianBlur(rng.normal(0, 12, (H, W)).astype(np.float32), (0, 0), 1)
+    fine = _f32(cv2.GaussianBlur(rng.normal(0, 12, (H, W)).astype(np.float32), (0, 0), 1))
     ramp = np.linspace(70, 120, W, dtype=np.float32)[None, :]
-    base = ramp + blotches + fine
+    base: npt.NDArray[np.float32] = ramp + blotches + fine
     base[200:210, :] = 60  # a kerb
     base[:, 300:306] = 150  # a lamp post
     return np.clip(base, 20, 175).astype(np.float32)
@@ -53,7 +63,7 @@ def _frame(
     scene: npt.NDArray[np.float32] = BACKGROUND,
 ) -> Image:
     """Background × gain + objects ``(x, y, w, h, value)`` + Gaussian sensor noise."""
-    img = scene * gain
+    img: npt.NDArray[np.float32] = scene * gain
     for x, y, w, h, value in boxes:
         img[y : y + h, x : x + w] = value
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(sigma)
@@ -61,7 +71,7 @@ def _frame(
 
 
 def _bgr(gray: Image) -> Image:
-    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    return _u8(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
 
 
 def _run(
@@ -287,7 +297,7 @@ def test_first_frame_and_size_change_only_seed() -> None:
     assert detector.detect(_frame(rng, boxes=((0, 0, 200, 200, 250),)), 0.0) == MotionResult(
         False, 0.0, (), False
     )
-    small = cv2.resize(_frame(rng), (320, 180))
+    small = _u8(cv2.resize(_frame(rng), (320, 180)))
     assert not detector.detect(small, 0.2).motion  # new size: re-seeded, not a change
 
 
@@ -388,14 +398,14 @@ def vtest_frames() -> list[Image]:
     """Every 2nd frame of vtest.avi (10 fps → 5 analysed fps), BGR."""
     assert VTEST.exists(), f"{VTEST} not found: the tests need ../shared/data beside the repo"
     capture = cv2.VideoCapture(str(VTEST))
-    frames = []
+    frames: list[Image] = []
     index = 0
     while True:
         ok, frame = capture.read()
         if not ok:
             break
         if index % 2 == 0:
-            frames.append(frame)
+            frames.append(_u8(frame))
         index += 1
     capture.release()
     assert len(frames) > 300
@@ -431,7 +441,7 @@ def test_empty_corridor_is_still_until_someone_walks_in() -> None:
         ok, frame = capture.read()
         assert ok
         if index % 2 == 0:
-            results.append(detector.detect(frame, index / 10))
+            results.append(detector.detect(_u8(frame), index / 10))
     capture.release()
     assert not any(r.motion or r.global_change for r in results[:25])  # 0..5 s: empty
     assert sum(r.motion for r in results[35:]) >= 0.8 * len(results[35:])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def test_local_store_refuses_every_operation_on_a_traversing_key(
     before = _tree(tmp_path)
     payload = tmp_path / "payload.bin"
     payload.write_bytes(b"evil")
-    operations = [
+    operations: list[Callable[[], object]] = [
         lambda: store.put_bytes(key, b"evil"),
         lambda: store.put_file(key, payload),
         lambda: store.stat(key),

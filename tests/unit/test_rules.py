@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analytics.rules import (
-    EndReason,
-    IncidentEnded,
-    IncidentEvent,
-    IncidentRules,
-    IncidentStarted,
-    NewPeak,
-    PeakTracker,
-    RuleConfig,
-)
+from analytics.incidents import Ended, EndReason, IncidentEvent, Peak, Started
+from analytics.rules import IncidentRules, PeakTracker, RuleConfig
 
 Step = tuple[float, bool, float]
 
@@ -35,9 +27,9 @@ def _brief(events: list[IncidentEvent]) -> list[tuple[object, ...]]:
     """Starts and ends only, as compact tuples."""
     out: list[tuple[object, ...]] = []
     for e in events:
-        if isinstance(e, IncidentStarted):
+        if isinstance(e, Started):
             out.append(("start", e.seq, e.at, e.started_at, e.continued))
-        elif isinstance(e, IncidentEnded):
+        elif isinstance(e, Ended):
             out.append(("end", e.seq, e.at, e.reason.value))
     return out
 
@@ -46,11 +38,11 @@ def _brief(events: list[IncidentEvent]) -> list[tuple[object, ...]]:
 def test_starts_on_the_nth_consecutive_motion_frame_not_before(n: int) -> None:
     rules = IncidentRules(RuleConfig(start_frames=n))
     for i in range(n - 1):
-        assert not any(isinstance(e, IncidentStarted) for e in rules.update(float(i), True, 0.1))
+        assert not any(isinstance(e, Started) for e in rules.update(float(i), True, 0.1))
         assert not rules.active
     events = rules.update(float(n - 1), True, 0.1)
-    starts = [e for e in events if isinstance(e, IncidentStarted)]
-    assert starts == [IncidentStarted(at=float(n - 1), seq=1, started_at=0.0, continued=False)]
+    starts = [e for e in events if isinstance(e, Started)]
+    assert starts == [Started(at=float(n - 1), seq=1, started_at=0.0, continued=False)]
     assert rules.active
 
 
@@ -107,10 +99,10 @@ def test_end_time_is_last_motion_plus_quiet_whenever_it_is_noticed(
     rules = IncidentRules(CFG)
     for ts in (0.0, 1.0, 2.0):
         rules.update(ts, True, 0.5)
-    ends = [e for e in rules.update(check_ts, False) if isinstance(e, IncidentEnded)]
+    ends = [e for e in rules.update(check_ts, False) if isinstance(e, Ended)]
     assert [e.at for e in ends] == ([] if ended_at is None else [ended_at])
     if ends:
-        assert ends[0].last_motion_at == 2.0
+        assert ends[0].last_active_at == 2.0
         assert ends[0].reason is EndReason.QUIET
 
 
@@ -119,9 +111,9 @@ def test_tick_ends_without_a_frame_and_does_not_break_a_run() -> None:
     rules.update(0.0, True)
     rules.update(1.0, True)
     assert rules.tick(1.5) == []
-    assert any(isinstance(e, IncidentStarted) for e in rules.update(2.0, True))
+    assert any(isinstance(e, Started) for e in rules.update(2.0, True))
     ended = rules.tick(7.0)
-    assert [(type(e), e.at) for e in ended] == [(IncidentEnded, 7.0)]
+    assert [(type(e), e.at) for e in ended] == [(Ended, 7.0)]
 
 
 def test_a_time_gap_of_quiet_s_breaks_a_run() -> None:
@@ -187,7 +179,7 @@ def test_cap_tables(pattern: str, expected: list[tuple[object, ...]]) -> None:
     events = _run(CAP, _script(pattern))
     assert _brief(events) == expected
     for e in events:
-        if isinstance(e, IncidentEnded):
+        if isinstance(e, Ended):
             assert e.at - e.started_at <= CAP.max_len_s
 
 
@@ -209,21 +201,21 @@ def test_sequences_are_deterministic(seed: int) -> None:
     first = _run(CFG, steps)
     assert first == _run(CFG, steps)
     # Starts and ends alternate and seqs count up.
-    kinds = [e for e in first if not isinstance(e, NewPeak)]
+    kinds = [e for e in first if not isinstance(e, Peak)]
     for i, e in enumerate(kinds):
-        assert isinstance(e, IncidentStarted if i % 2 == 0 else IncidentEnded)
+        assert isinstance(e, Started if i % 2 == 0 else Ended)
         assert e.seq == i // 2 + 1
 
 
 def test_new_peak_names_the_frame_to_keep() -> None:
     rules = IncidentRules(RuleConfig(start_frames=2, quiet_s=2.0, max_len_s=60.0))
     scores = [0.1, 0.3, 0.2, 0.5, 0.5, 0.4]
-    peaks: list[NewPeak] = []
+    peaks: list[Peak] = []
     for i, s in enumerate(scores):
-        peaks += [e for e in rules.update(float(i), True, s) if isinstance(e, NewPeak)]
+        peaks += [e for e in rules.update(float(i), True, s) if isinstance(e, Peak)]
     assert [(p.at, p.score) for p in peaks] == [(0.0, 0.1), (1.0, 0.3), (3.0, 0.5)]
     (ended,) = rules.update(10.0, False)
-    assert isinstance(ended, IncidentEnded)
+    assert isinstance(ended, Ended)
     assert (ended.peak_at, ended.peak_score) == (3.0, 0.5)
 
 
@@ -232,9 +224,9 @@ def test_events_of_one_update_end_before_start_before_peak() -> None:
     for ts in range(10):
         rules.update(float(ts), True, 0.1)
     events = rules.update(10.0, True, 0.05)
-    assert [type(e) for e in events] == [IncidentEnded, IncidentStarted, NewPeak]
+    assert [type(e) for e in events] == [Ended, Started, Peak]
     ended = events[0]
-    assert isinstance(ended, IncidentEnded)
+    assert isinstance(ended, Ended)
     assert ended.peak_at == 0.0  # the first frame of the run holds the (tied) best score
 
 
@@ -243,7 +235,7 @@ def test_a_broken_run_resets_the_peak() -> None:
     rules.update(0.0, True, 0.9)
     rules.update(1.0, False)
     events = rules.update(2.0, True, 0.1)
-    assert events == [NewPeak(at=2.0, score=0.1)]
+    assert events == [Peak(at=2.0, score=0.1)]
 
 
 def test_stop_ends_an_active_incident_now() -> None:

@@ -7,8 +7,8 @@ import logging
 import uvicorn
 
 from api.app import create_app
-from api.services import Services
 from config.settings import Settings
+from runtime.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def run_server(settings: Settings, role: str = "all", banner: str | None = None)
 
 
 def run_demo(settings: Settings) -> int:
-    from api.demo import demo_video, ensure_demo_camera
+    from cli.demo import demo_video, ensure_demo_camera
 
     ingest = settings.ingest.model_copy(update={"allow_file_sources": True})
     incidents = settings.incidents.model_copy(update={"quiet_s": 3.0})

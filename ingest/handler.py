@@ -1,6 +1,6 @@
 """What a camera does with what its reader threads read.
 
-:class:`StreamPipeline` is the :class:`~ingest.sources.StreamHandler` of one connection: it
+:class:`ConnectionHandler` is the :class:`~ingest.sources.StreamHandler` of one connection: it
 forwards the main stream's packets to the :class:`~ingest.types.PacketSink`, measures the
 frame rate, and turns decoded frames of the analysed stream into :class:`~ingest.types.Frame`
 objects at ``analysis_fps`` for the :class:`~ingest.slot.FrameSlot`. The counters it keeps
@@ -35,9 +35,9 @@ from ingest.types import Frame, PacketSink
 
 __all__ = [
     "CameraCounters",
+    "ConnectionHandler",
     "Decimator",
     "RateMeter",
-    "StreamPipeline",
     "analysis_frame",
     "luma",
     "to_bgr",
@@ -203,7 +203,7 @@ class CameraCounters:
     codec: str | None = None
 
 
-class StreamPipeline:
+class ConnectionHandler:
     """The handler of one connection: main-stream packets, analysed-stream frames, or both.
 
     ``on_flowing`` is called (on the reader thread) when the first packet arrives and, on a

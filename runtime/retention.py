@@ -10,8 +10,8 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
-from api.services import Services
 from config.errors import XueliangError
+from runtime.services import Services
 from storage.cases import held_incident_ids
 from storage.incidents import expired_clips, mark_expired
 from storage.models import utcnow

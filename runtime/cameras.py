@@ -25,15 +25,15 @@ from analytics.motion import MotionConfig
 from analytics.persons import DetectorConfig, PersonDetector
 from analytics.rules import RuleConfig
 from analytics.zones import parse_zones
-from api.archiver import Archiver
-from api.metrics import CameraCollector
-from api.pipeline import CameraPipeline, CrowdConfig, PipelineConfig
-from api.services import Services
 from ingest.camera import CameraState
 from ingest.manager import CameraManager
 from ingest.recorder import ClipRecorder, RecorderConfig
 from ingest.ring import PacketRing
 from ingest.types import CameraStreamConfig
+from runtime.analysis import AnalysisConfig, CameraAnalysis, CrowdConfig
+from runtime.archiver import Archiver
+from runtime.metrics import CameraCollector
+from runtime.services import Services
 from storage import cameras as repo
 from storage.events import append_event
 from storage.incidents import close_interrupted, fail_lost_clips
@@ -52,7 +52,7 @@ class CameraPlan:
     """A camera as this process should run it."""
 
     stream: CameraStreamConfig
-    pipeline: PipelineConfig
+    analysis: AnalysisConfig
     version: int
 
 
@@ -82,7 +82,7 @@ class CameraRuntime:
         self._leased: set[str] = set()
         self._surplus: set[str] = set()
         self._lease_ok = time.monotonic()
-        self.manager = CameraManager(listener=self, sink_factory=self._ring)
+        self.manager = CameraManager(listener=self, sink_factory=self._ring_for)
         self._rings: dict[str, PacketRing] = {}
         self._plans: dict[str, CameraPlan] = {}
         self._detector: PersonDetector | None = None
@@ -94,7 +94,7 @@ class CameraRuntime:
         ]
         self._state_writes = asyncio.Queue(maxsize=10_000)
 
-    # Hooks for the API -------------------------------------------------------------------
+    # Hooks for the API (through runtime.process.CameraControl) ----------------------------
     def changed(self) -> None:
         """The registry changed (any thread): reconcile now."""
         if self._loop is not None:
@@ -112,8 +112,6 @@ class CameraRuntime:
     # Main loop -----------------------------------------------------------------------------
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.services.cameras_changed = self.changed
-        self.services.snapshot = self.manager.snapshot_jpeg
         collector = CameraCollector(self.manager.statuses)
         self.services.registry.register(collector)
         await asyncio.to_thread(self._fail_lost_clips)
@@ -144,14 +142,14 @@ class CameraRuntime:
 
     async def _reconcile(self, plans: dict[str, CameraPlan]) -> None:
         self._plans = plans
-        if self._detector is None and any(p.pipeline.crowd for p in plans.values()):
+        if self._detector is None and any(p.analysis.crowd for p in plans.values()):
             self._detector = await asyncio.to_thread(self._load_detector)
         # Removed cameras' pipelines stop first, while their streams still run: the clips of
         # the incidents they end get their post-roll instead of waiting for packets that
         # would never come (30 s, blocking this loop while other removed cameras went on
         # making incidents; found by the soak test, tests/soak).
         gone = [c for c in self._running if c not in plans]
-        await asyncio.gather(*(self._stop_pipeline(cid) for cid in gone))
+        await asyncio.gather(*(self._stop_analysis(cid) for cid in gone))
         await self.manager.apply({cid: p.stream for cid, p in plans.items()})
         for cid in gone:
             self._rings.pop(cid, None)
@@ -160,20 +158,20 @@ class CameraRuntime:
             if running is not None and running.version == plan.version:
                 continue
             if running is not None:
-                await self._stop_pipeline(cid)
-            self._start_pipeline(plan)
+                await self._stop_analysis(cid)
+            self._start_analysis(plan)
 
-    def _start_pipeline(self, plan: CameraPlan) -> None:
+    def _start_analysis(self, plan: CameraPlan) -> None:
         cid = plan.stream.camera_id
-        ring = self._ring(cid)
+        ring = self._ring_for(cid)
         recorder = ClipRecorder(
             ring,
             self.archiver.spool.root,
             camera_id=cid,
             config=RecorderConfig(max_clip_s=self.services.settings.recording.max_clip_s + 120),
         )
-        pipeline = CameraPipeline(
-            plan.pipeline,
+        pipeline = CameraAnalysis(
+            plan.analysis,
             self.services,
             self.manager.frames(cid),
             recorder,
@@ -181,11 +179,11 @@ class CameraRuntime:
             self.host,
             self._detector,
         )
-        task = asyncio.create_task(pipeline.run(), name=f"pipeline-{cid}")
+        task = asyncio.create_task(pipeline.run(), name=f"analysis-{cid}")
         task.add_done_callback(_report_crash)
         self._running[cid] = _Running(plan.version, ring, recorder, task)
 
-    async def _stop_pipeline(self, camera_id: str) -> None:
+    async def _stop_analysis(self, camera_id: str) -> None:
         running = self._running.get(camera_id)
         if running is None:
             return
@@ -199,7 +197,7 @@ class CameraRuntime:
 
     async def _shutdown(self) -> None:
         # In parallel: each pipeline may wait up to post_s for its last clip to complete.
-        await asyncio.gather(*(self._stop_pipeline(cid) for cid in list(self._running)))
+        await asyncio.gather(*(self._stop_analysis(cid) for cid in list(self._running)))
         await self.manager.aclose()
         await self._drain_state_writes()
         with contextlib.suppress(Exception):
@@ -269,14 +267,24 @@ class CameraRuntime:
         with self.services.db.session() as session:
             release_all(session, self.worker_id)
 
-    def _ring(self, camera_id: str) -> PacketRing:
+    def ring(self, camera_id: str) -> PacketRing | None:
+        """The pre-roll ring of a camera run here (live view reads it), else ``None``."""
+        if camera_id not in self.manager.camera_ids():
+            return None  # a camera another worker runs
+        return self._ring_for(camera_id)
+
+    def snapshot(self, camera_id: str) -> bytes | None:
+        """The latest JPEG of a camera run here, else ``None``."""
+        return self.manager.snapshot_jpeg(camera_id)
+
+    def _ring_for(self, camera_id: str) -> PacketRing:
         ring = self._rings.get(camera_id)
         if ring is None:
             # Long enough for pre-roll + the time it takes to confirm an incident (a few
             # frames for motion, the dwell time for a gathering) + a GOP.
             plan = self._plans.get(camera_id)
-            pre_s = plan.pipeline.pre_s if plan else self.services.settings.recording.pre_s
-            crowd = plan.pipeline.crowd if plan else None
+            pre_s = plan.analysis.pre_s if plan else self.services.settings.recording.pre_s
+            crowd = plan.analysis.crowd if plan else None
             capacity = pre_s + max(20.0, (crowd.dwell_s + 10.0) if crowd else 0.0)
             ring = self._rings[camera_id] = PacketRing(capacity, camera_id=camera_id)
         return ring
@@ -334,7 +342,7 @@ class CameraRuntime:
             if crowd.get("enabled")
             else None
         )
-        pipeline = PipelineConfig(
+        analysis = AnalysisConfig(
             crowd=crowd_cfg,
             camera_id=row.id,
             grid_code=row.grid_code,
@@ -349,7 +357,7 @@ class CameraRuntime:
             pre_s=float(row.recording.get("pre_s", s.recording.pre_s)),
             post_s=float(row.recording.get("post_s", s.recording.post_s)),
         )
-        return CameraPlan(stream=stream, pipeline=pipeline, version=row.version)
+        return CameraPlan(stream=stream, analysis=analysis, version=row.version)
 
     # State to the database -----------------------------------------------------------------
     async def _write_states(self) -> None:

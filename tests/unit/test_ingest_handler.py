@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 import pytest
 
-from ingest.pipeline import (
+from ingest.handler import (
     CameraCounters,
+    ConnectionHandler,
     Decimator,
     RateMeter,
-    StreamPipeline,
     analysis_frame,
     luma,
     to_bgr,
@@ -223,9 +223,9 @@ _STREAM: Any = SimpleNamespace(width=320, height=240, codec_context=SimpleNamesp
 _PACKET: Any = object()
 
 
-def _pipeline(sink: _Sink, *, record: bool = True) -> tuple[StreamPipeline, list[int]]:
+def _pipeline(sink: _Sink, *, record: bool = True) -> tuple[ConnectionHandler, list[int]]:
     flowing: list[int] = []
-    pipeline = StreamPipeline(
+    pipeline = ConnectionHandler(
         "cam",
         CameraCounters(),
         sink=sink,
@@ -266,7 +266,7 @@ def test_a_failing_sink_is_logged_once_and_packets_keep_flowing(
     sink = _Sink(fail=True)
     pipeline, _ = _pipeline(sink)
     pipeline.on_open(_STREAM)
-    with caplog.at_level(logging.ERROR, logger="ingest.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="ingest.handler"):
         for i in range(10):
             pipeline.on_packet(_PACKET, float(i))
     assert pipeline.packets == 10
@@ -277,7 +277,7 @@ def test_analysed_frames_reach_the_slot_at_the_analysis_rate() -> None:
     clock = FakeClock()
     slot: FrameSlot[Frame] = FrameSlot(100)
     counters = CameraCounters()
-    pipeline = StreamPipeline(
+    pipeline = ConnectionHandler(
         "cam",
         counters,
         sink=None,

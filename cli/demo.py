@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from api.services import Services
+from runtime.services import Services
 from storage.cameras import list_cameras, new_camera_id
 from storage.models import Camera, utcnow
 

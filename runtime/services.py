@@ -1,18 +1,19 @@
-"""The composition root's parts: settings mapped to the adapters every route uses."""
+"""The adapters every part of a process shares: settings mapped to the database, the object
+store, the secret box, the event hub and the metrics registry."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session
 
-from api.hub import EventHub
 from config.errors import ConfigError
 from config.settings import Settings
+from runtime.hub import EventHub
 from storage.db import Database
 from storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
 from storage.secrets import SecretBox, secret_box
@@ -50,11 +51,6 @@ class Services:
     secrets: SecretBox
     hub: EventHub = field(default_factory=EventHub)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    #: Called after the camera registry changed, so this process's workers reconcile now
-    #: instead of at their next periodic poll. Set by the camera runtime.
-    cameras_changed: Callable[[], None] = lambda: None
-    #: The latest JPEG of a camera this process runs, or None. Set by the camera runtime.
-    snapshot: Callable[[str], bytes | None] = lambda _camera_id: None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from config.errors import XueliangError
 from config.settings import Settings, load_settings
+from runtime.roles import ROLES
 
 log = logging.getLogger("xueliang")
 
@@ -89,7 +90,7 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="port (default from settings: 8000)")
     p.add_argument(
         "--role",
-        choices=["all", "api", "worker"],
+        choices=ROLES,
         default="all",
         help="all: API and cameras; api: API only; worker: cameras only",
     )
@@ -122,26 +123,26 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)  # a bad setting fails here, before the heavy imports
-    from api.server import run_server
+    from cli.serve import run_server
 
     return run_server(settings, role=args.role)
 
 
 def _demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from api.server import run_demo
+    from cli.serve import run_demo
 
     return run_demo(settings)
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from api.analyze import run_analyze
+    from cli.analyze import run_analyze
 
     return run_analyze(args.file, as_json=args.json, fps=args.fps)
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from api.services import Services
+    from runtime.services import Services
     from storage.tokens import create_token
 
     services = Services.from_settings(_settings(args))

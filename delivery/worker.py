@@ -35,13 +35,14 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy.orm import Session
 
-from api.services import Services
 from config.settings import Settings
 from ingest.backoff import BackoffPolicy
 from storage import delivery as repo
+from storage.db import Database
 from storage.events import EventRecord, list_events
 from storage.grids import subtree_codes
 from storage.models import utcnow
+from storage.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -287,12 +288,33 @@ def _attempts_counter(registry: CollectorRegistry) -> Counter:
     return _metrics[key]
 
 
+class EventDoorbell(Protocol):
+    """Rings when this process appends events (the runtime's ``EventHub``)."""
+
+    async def wait(self, timeout: float) -> None: ...
+
+
+class DeliveryServices(Protocol):
+    """What delivery needs of the process's adapters (``runtime.services.Services``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def db(self) -> Database: ...
+    @property
+    def secrets(self) -> SecretBox: ...
+    @property
+    def hub(self) -> EventDoorbell: ...
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+
 class DeliveryWorker:
     """Delivers appended events to subscriptions and MQTT; started by the app's lifespan."""
 
     def __init__(
         self,
-        services: Services,
+        services: DeliveryServices,
         config: DeliveryConfig | None = None,
         *,
         worker_id: str | None = None,

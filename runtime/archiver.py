@@ -12,8 +12,8 @@ import logging
 import random
 from pathlib import Path
 
-from api.services import Services
 from config.errors import XueliangError
+from runtime.services import Services
 from storage.errors import StorageError, StorageUnavailable
 from storage.incidents import ArchivedClip, mark_archived, mark_clip_failed
 from storage.spool import ClipSpool, SpoolEntry
@@ -36,9 +36,10 @@ class Archiver:
         self._initial, self._max = cfg.retry_initial_s, cfg.retry_max_s
         self._delay = self._initial
 
-    def submit(self, entry: SpoolEntry) -> None:
-        """Record a new entry in the spool (durably) and wake the uploader."""
-        self.spool.add(entry)
+    async def submit(self, entry: SpoolEntry) -> None:
+        """Record a new entry in the spool (durably, in a thread: it fsyncs) and wake the
+        uploader."""
+        await asyncio.to_thread(self.spool.add, entry)
         self._wake.set()
 
     async def run(self) -> None:

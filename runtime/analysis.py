@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,32 +23,18 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from analytics.crowd import (
-    CrowdEnded,
-    CrowdEvent,
-    CrowdPeak,
-    CrowdResult,
-    CrowdRules,
-    CrowdStarted,
-    PersonCounter,
-    draw_boxes,
-)
+from analytics.crowd import CrowdResult, CrowdRules, PersonCounter, draw_boxes
+from analytics.incidents import Ended, IncidentEvent, Peak, Started
 from analytics.motion import MotionConfig, MotionDetector, MotionResult
 from analytics.persons import PersonDetector
-from analytics.rules import (
-    IncidentEnded,
-    IncidentEvent,
-    IncidentRules,
-    IncidentStarted,
-    NewPeak,
-    RuleConfig,
-)
+from analytics.rules import IncidentRules, RuleConfig
 from analytics.zones import Zone
-from api.archiver import Archiver
-from api.services import Services
 from ingest.recorder import ClipJob, ClipRecorder, ClipResult
 from ingest.slot import FrameSlot
 from ingest.types import Frame
+from runtime.archiver import Archiver
+from runtime.services import Services
+from storage.durable import write_atomic
 from storage.incidents import (
     NewIncident,
     clip_key,
@@ -83,7 +68,7 @@ class CrowdConfig:
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class AnalysisConfig:
     """What one camera's analysis needs, built from its registry row and the settings."""
 
     camera_id: str
@@ -112,10 +97,10 @@ class _Open:
 
 
 @dataclass
-class CameraPipeline:
+class CameraAnalysis:
     """Consumes a camera's analysis frames until cancelled."""
 
-    config: PipelineConfig
+    config: AnalysisConfig
     services: Services
     frames: FrameSlot[Frame]
     recorder: ClipRecorder
@@ -173,16 +158,12 @@ class CameraPipeline:
         return self._motion.detect(frame.gray, frame.wallclock, limited_range=frame.limited_range)
 
     async def _on_motion(self, frame: Frame, result: MotionResult) -> None:
-        events: list[IncidentEvent] = self._rules.update(
-            frame.wallclock, result.motion, result.motion_area
-        )
-        for event in events:
-            if isinstance(event, IncidentEnded):
-                await self._end(MOTION, event.at)
-            elif isinstance(event, IncidentStarted):
-                await self._start(MOTION, MOTION, event.started_at)
-            elif isinstance(event, NewPeak):
-                self._keep_peak(MOTION, frame, event.score)
+        events = self._rules.update(frame.wallclock, result.motion, result.motion_area)
+
+        async def peak_image(score: float) -> Frame:
+            return frame  # converted to BGR only if it stays the snapshot
+
+        await self._apply(MOTION, MOTION, events, peak_image)
 
     # Crowd ---------------------------------------------------------------------------------
     def _detection_due(self, ts: float) -> bool:
@@ -203,21 +184,37 @@ class CameraPipeline:
                 rules = self._crowd_rules[zone] = CrowdRules(
                     crowd.threshold, crowd.dwell_s, crowd.quiet_s
                 )
-            key = f"crowd:{zone}"
-            events: list[CrowdEvent] = rules.update(result.ts, persons)
-            for event in events:
-                if isinstance(event, CrowdEnded):
-                    await self._end(key, event.at, event.peak_persons)
-                elif isinstance(event, CrowdStarted):
-                    await self._start(key, "crowd", event.started_at)
-                    incident = self._open[key]
-                    incident.peak_score = max(incident.peak_score, float(event.persons))
-                elif isinstance(event, CrowdPeak):
-                    label = f"{event.persons} persons"
-                    image = await asyncio.to_thread(draw_boxes, frame.image, result.boxes, label)
-                    self._keep_peak(key, image, float(event.persons))
+            events = rules.update(result.ts, persons)
+
+            async def peak_image(score: float) -> Image:
+                label = f"{int(score)} persons"
+                return await asyncio.to_thread(draw_boxes, frame.image, result.boxes, label)
+
+            await self._apply(f"crowd:{zone}", "crowd", events, peak_image)
 
     # Incidents -----------------------------------------------------------------------------
+    async def _apply(
+        self,
+        key: str,
+        type_: str,
+        events: list[IncidentEvent],
+        peak_image: Callable[[float], Awaitable[Image | Frame]],
+    ) -> None:
+        """One loop for every kind of incident: the rules' Started / Peak / Ended events.
+
+        ``key`` names the incident slot (one for motion, one per crowd zone);
+        ``peak_image(score)`` gives the picture to keep when a frame is the best so far.
+        """
+        for event in events:
+            if isinstance(event, Ended):
+                await self._end(key, event.at, event.peak_score)
+            elif isinstance(event, Started):
+                await self._start(key, type_, event.started_at)
+                incident = self._open[key]
+                incident.peak_score = max(incident.peak_score, event.score)
+            elif isinstance(event, Peak):
+                self._keep_peak(key, await peak_image(event.score), event.score)
+
     def _keep_peak(self, key: str, image: Image | Frame, score: float) -> None:
         """Keep one frame per incident: the best so far (most motion, most persons).
 
@@ -259,12 +256,12 @@ class CameraPipeline:
         with self.services.tx() as session:
             create_incident(session, new)
 
-    async def _end(self, key: str, ended_wallclock: float, peak_persons: int | None = None) -> None:
+    async def _end(self, key: str, ended_wallclock: float, peak: float | None = None) -> None:
         incident = self._open.pop(key, None)
         if incident is None:
             return
         ended_at = _utc(ended_wallclock)
-        await asyncio.to_thread(self._db_end, incident, ended_at, peak_persons)
+        await asyncio.to_thread(self._db_end, incident, ended_at, peak)
         if incident.job is not None:
             incident.job.finish(ended_wallclock, self.config.post_s)
         task = asyncio.create_task(self._archive(incident))
@@ -272,10 +269,13 @@ class CameraPipeline:
         task.add_done_callback(self._finishing.discard)
         log.info("camera %s: incident %s ended", self.camera_id, incident.incident_id)
 
-    def _db_end(self, incident: _Open, ended_at: datetime, peak_persons: int | None) -> None:
-        motion_peak = incident.peak_score if incident.type == MOTION else None
-        if peak_persons is None and incident.type == "crowd":
-            peak_persons = int(incident.peak_score)  # stopped early: the peak seen so far
+    def _db_end(self, incident: _Open, ended_at: datetime, peak: float | None) -> None:
+        """Record the end; ``peak`` is the rules' own (None when stopped early: the best
+        frame seen so far). Motion's peak is its moving share; a crowd's, its persons."""
+        if incident.type == MOTION:
+            motion_peak, peak_persons = incident.peak_score, None
+        else:
+            motion_peak, peak_persons = None, int(incident.peak_score if peak is None else peak)
         with self.services.tx() as session:
             end_incident(session, incident.incident_id, ended_at, motion_peak, peak_persons)
 
@@ -291,7 +291,7 @@ class CameraPipeline:
             await asyncio.to_thread(self._fail, incident, f"clip could not be written: {err}")
             return
         entry = await asyncio.to_thread(self._spool_entry, incident, result)
-        self.archiver.submit(entry)
+        await self.archiver.submit(entry)
 
     def _spool_entry(self, incident: _Open, clip: ClipResult) -> SpoolEntry:
         snap_path = snap_key = snap_sha = None
@@ -353,10 +353,5 @@ def _write_jpeg(path: Path, image: Image) -> str:
     if not ok:
         raise ValueError("JPEG encoding failed")
     data = buf.tobytes()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,4 @@
+"""The ``xueliang`` command line: serve, demo, analyze, token, secrets.
+
+The entry point of the process, at the top of the stack. May import every package.
+"""
