@@ -29,7 +29,7 @@ import errno
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -63,6 +63,7 @@ __all__ = [
     "SourceOptions",
     "StreamHandler",
     "UndecodableStreamError",
+    "deliver",
     "open_source",
     "translate_error",
     "url_problem",
@@ -255,17 +256,6 @@ class PyAVSource:
         except av.FFmpegError:
             return None
 
-    def _packets(
-        self, container: InputContainer, stream: VideoStream, stop: threading.Event
-    ) -> Iterator[Packet[VideoStream]]:
-        for packet in container.demux(stream):
-            if stop.is_set():
-                return
-            if packet.size:  # demux ends with an empty flush packet
-                yield packet
-        if not stop.is_set():
-            raise StreamEndedError("the camera closed the connection")
-
     def _read(
         self,
         container: InputContainer,
@@ -273,26 +263,59 @@ class PyAVSource:
         handler: StreamHandler,
         ffmpeg_log: list[tuple[int, str, str]],
     ) -> None:
-        stream = _video_stream(container)
-        decode = handler.decode
-        if decode:
-            _configure_decoder(stream, self._options.decode_threads)
-        watch = _PictureWatch(stream, self._options.no_picture_s)
-        handler.on_open(stream)
-        try:
-            for packet in self._packets(container, stream, stop):
-                now = time.time()
-                handler.on_packet(packet, now)
-                if decode:
-                    watch.saw(_decode(packet, handler, now))
-                if len(ffmpeg_log) > 4 * _LOG_TAIL:
-                    del ffmpeg_log[:-_LOG_TAIL]  # bounded: the capture list is ours to trim
-        finally:
-            handler.on_close()
+        def trim_log() -> None:
+            if len(ffmpeg_log) > 4 * _LOG_TAIL:
+                del ffmpeg_log[:-_LOG_TAIL]  # bounded: the capture list is ours to trim
+
+        deliver(container, stop, handler, self._options, after_packet=trim_log)
 
     def _tail(self, ffmpeg_log: list[tuple[int, str, str]]) -> tuple[str, ...]:
         lines = ffmpeg_log[-_LOG_TAIL:]
         return tuple(redact(f"[{name}] {msg.strip()}", self._secrets) for _lvl, name, msg in lines)
+
+
+def deliver(
+    container: InputContainer,
+    stop: threading.Event,
+    handler: StreamHandler,
+    options: SourceOptions,
+    *,
+    ended: str = "the camera closed the connection",
+    after_packet: Callable[[], None] | None = None,
+) -> None:
+    """Hand every video packet of an open container to ``handler`` (decoding when it asks)
+    until ``stop``; raise :class:`StreamEndedError` (``ended``) when the stream ends.
+
+    The common read loop of every PyAV-demuxed source: RTSP, and GB/T 28181's PS over RTP.
+    """
+    stream = _video_stream(container)
+    decode = handler.decode
+    if decode:
+        _configure_decoder(stream, options.decode_threads)
+    watch = _PictureWatch(stream, options.no_picture_s)
+    handler.on_open(stream)
+    try:
+        for packet in _packets(container, stream, stop, ended):
+            now = time.time()
+            handler.on_packet(packet, now)
+            if decode:
+                watch.saw(_decode(packet, handler, now))
+            if after_packet is not None:
+                after_packet()
+    finally:
+        handler.on_close()
+
+
+def _packets(
+    container: InputContainer, stream: VideoStream, stop: threading.Event, ended: str
+) -> Iterator[Packet[VideoStream]]:
+    for packet in container.demux(stream):
+        if stop.is_set():
+            return
+        if packet.size:  # demux ends with an empty flush packet
+            yield packet
+    if not stop.is_set():
+        raise StreamEndedError(ended)
 
 
 class RefusedSource:

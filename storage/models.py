@@ -213,3 +213,59 @@ class CameraLease(Base):
     worker_id: Mapped[str] = mapped_column(String(100), index=True)
     expires_at: Mapped[datetime]
     acquired_at: Mapped[datetime]
+
+
+class Gb28181Device(Base):
+    """A GB/T 28181 device (camera, NVR or lower platform) and its registration state.
+
+    Shared by every process of an installation: any of them may answer the API or take the
+    device's signalling (see storage/gb28181.py for who writes what).
+    """
+
+    __tablename__ = "gb28181_devices"
+
+    device_id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    manufacturer: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(100))
+    firmware: Mapped[str | None] = mapped_column(String(100))
+    #: "UDP" or "TCP": how its signalling arrived; None until it first registers.
+    transport: Mapped[str | None] = mapped_column(String(8))
+    #: "host:port" its signalling came from (behind NAT: the public side).
+    address: Mapped[str | None] = mapped_column(String(100))
+    contact: Mapped[str | None] = mapped_column(String(500))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Its digest password, encrypted (storage.secrets); None: the installation default.
+    password_enc: Mapped[str | None] = mapped_column(Text)
+    #: "api" (added by an operator) or "device" (unknown, accepted on its first REGISTER).
+    origin: Mapped[str] = mapped_column(String(16))
+    online: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    registered_at: Mapped[datetime | None]
+    #: When its registration runs out; None when it is not registered.
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_keepalive_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Gb28181Channel(Base):
+    """One entry of a GB/T 28181 device's catalog (a camera of an NVR, a platform's…)."""
+
+    __tablename__ = "gb28181_channels"
+
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("gb28181_devices.device_id", ondelete="CASCADE"), primary_key=True
+    )
+    channel_id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    manufacturer: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(100))
+    owner: Mapped[str | None] = mapped_column(String(100))
+    civil_code: Mapped[str | None] = mapped_column(String(32))
+    parent_id: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(String(200))
+    #: "ON" or "OFF".
+    status: Mapped[str] = mapped_column(String(3))
+    longitude: Mapped[float | None] = mapped_column(Float)
+    latitude: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

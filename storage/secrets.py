@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from config.errors import ConfigError
 from config.settings import SecretsSettings
+from storage import gb28181
 from storage.audit import audit
 from storage.db import Database
 from storage.durable import write_atomic
@@ -197,8 +198,13 @@ def rotate_stored_secrets(session: Session, box: SecretBox) -> Rotation:
     for sub in subs:
         token = _rotated(box, sub.secret_enc, f"subscriptions/{sub.id}.secret_enc", result)
         updates.append((Subscription, sub.id, {"secret_enc": token}))
+    devices = {
+        device_id: _rotated(box, token, f"gb28181_devices/{device_id}.password_enc", result)
+        for device_id, token in gb28181.password_tokens_for_update(session).items()
+    }
     if result.unreadable:
         return result
+    gb28181.store_password_tokens(session, {d: t for d, t in devices.items() if t})
     for model, row_id, values in updates:
         changed = {k: v for k, v in values.items() if v is not None}
         if changed:
