@@ -7,6 +7,7 @@ run in threads with their own sessions.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,12 @@ def events(db: Database, type_: str | None = None) -> list[EventRecord]:
 def run(db: Database, work: Callable[[Session], T]) -> T:
     with db.session() as session:
         return work(session)
+
+
+def _replace(
+    session: Session, *, device_id: str, items: list[gb.CatalogItem]
+) -> gb.CatalogChange | None:
+    return gb.replace_catalog(session, device_id, items, T0)
 
 
 def registered(
@@ -239,8 +246,14 @@ def test_a_disabled_device_is_refused(db: Database, box: SecretBox) -> None:
 def test_bad_signalling_values_are_refused_before_anything_is_written(
     db: Database, field: str, value: str
 ) -> None:
+    signalling = {"transport": "udp", "address": ADDR, "contact": None} | {field: value}
     with pytest.raises(gb.InvalidValue, match=field):
-        registered(db, **{field: value})
+        registered(
+            db,
+            transport=str(signalling["transport"]),
+            address=str(signalling["address"]),
+            contact=signalling["contact"],
+        )
     assert run(db, lambda s: gb.get_device(s, DEV)) is None
 
 
@@ -518,7 +531,7 @@ def test_list_devices_reads_devices_and_channels_in_two_queries(db: Database) ->
     for n in range(5):
         registered(db, dev(n))
         items = [gb.CatalogItem(ch(10 * n + k)) for k in range(3)]
-        run(db, lambda s, n=n, items=items: gb.replace_catalog(s, dev(n), items, T0))
+        run(db, functools.partial(_replace, device_id=dev(n), items=items))
     run(db, lambda s: gb.unregister(s, dev(4), T0))
     statements: list[str] = []
 
@@ -627,7 +640,7 @@ def test_delete_removes_the_channels_and_reports_an_online_device_offline(db: Da
 def test_the_database_cascades_a_device_delete_to_its_channels(db: Database) -> None:
     for device_id in (DEV, NVR):
         registered(db, device_id)
-        run(db, lambda s, d=device_id: gb.replace_catalog(s, d, [gb.CatalogItem(ch(1))], T0))
+        run(db, functools.partial(_replace, device_id=device_id, items=[gb.CatalogItem(ch(1))]))
     with db.session() as session:
         session.execute(text("DELETE FROM gb28181_devices WHERE device_id = :d"), {"d": DEV})
     with db.session() as session:
