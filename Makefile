@@ -40,6 +40,8 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy bench/*.py
+	@command -v npm >/dev/null || scripts/apt-ensure nodejs npm
+	scripts/check-js  # the console's JavaScript, type-checked by tsc (--checkJs)
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest -q tests/unit
@@ -62,4 +64,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -233,12 +233,14 @@ function pickLanguage() {
   return (navigator.language || "").toLowerCase().startsWith("zh") ? "zh-CN" : "en";
 }
 
-/** The current language code ("zh-CN" or "en"). */
+/** The current language code ("zh-CN" or "en").
+ *  @returns {string} */
 export function lang() {
   return current;
 }
 
-/** Switch language; remembered in localStorage (not a secret). */
+/** Switch language; remembered in localStorage (not a secret).
+ *  @param {string} code */
 export function setLang(code) {
   if (!(code in STRINGS)) return;
   current = code;
@@ -246,19 +248,24 @@ export function setLang(code) {
   document.documentElement.lang = code;
 }
 
-/** The string for key in the current language, with {vars} filled in. */
+/** The string for key in the current language, with {vars} filled in.
+ *  @param {string} key
+ *  @param {Record<string, unknown>} [vars]
+ *  @returns {string} */
 export function t(key, vars = {}) {
   const text = STRINGS[current][key] ?? STRINGS.en[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ""));
 }
 
-/** Fill every [data-i18n] element's text under root (static parts of the page). */
+/** Fill every [data-i18n] element's text under root (static parts of the page).
+ *  @param {ParentNode} [root] */
 export function translate(root = document) {
-  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(/** @type {HTMLElement} */ (el).dataset.i18n);
   document.title = t("app.title");
 }
 
-/** A date-time in the current language's conventions. */
+/** A date-time in the current language's conventions.
+ *  @param {string | null | undefined} iso */
 export function formatTime(iso) {
   if (!iso) return "";
   const d = new Date(iso);

@@ -5,18 +5,21 @@
 // seeks clips with HTTP Range requests. It asks the page for the token each time (the
 // token lives in the tab's sessionStorage; a worker may be stopped and restarted at will).
 
+// Type-checked with the WebWorker library (tsconfig.sw.json), whose `self` is any worker's.
+const worker = /** @type {ServiceWorkerGlobalScope} */ (/** @type {unknown} */ (self));
+
 const EVIDENCE = /^\/api\/v1\/incidents\/[^/]+\/(clip|snapshot)$/;
 const ASK_TIMEOUT_MS = 2000;
 
-self.addEventListener("install", () => self.skipWaiting());
-self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+worker.addEventListener("install", () => worker.skipWaiting());
+worker.addEventListener("activate", (event) => event.waitUntil(worker.clients.claim()));
 
-self.addEventListener("fetch", (event) => {
+worker.addEventListener("fetch", (event) => {
   const request = event.request;
   const url = new URL(request.url);
   if (
     request.method !== "GET" ||
-    url.origin !== self.location.origin ||
+    url.origin !== worker.location.origin ||
     !EVIDENCE.test(url.pathname) ||
     request.headers.has("Authorization")
   ) {
@@ -25,6 +28,7 @@ self.addEventListener("fetch", (event) => {
   event.respondWith(withToken(event));
 });
 
+/** @param {FetchEvent} event */
 async function withToken(event) {
   const token = await askToken(event.clientId || event.resultingClientId);
   const headers = new Headers(event.request.headers);
@@ -37,8 +41,12 @@ async function withToken(event) {
   });
 }
 
+/**
+ * @param {string} clientId
+ * @returns {Promise<string | null>}
+ */
 async function askToken(clientId) {
-  const client = clientId ? await self.clients.get(clientId) : null;
+  const client = clientId ? await worker.clients.get(clientId) : null;
   if (!client) return null;
   return new Promise((resolve) => {
     const channel = new MessageChannel();

@@ -1,0 +1,122 @@
+// The camera page (#/cameras/{id}): live video (WebRTC, retried while the camera is
+// unavailable), the camera's status and availability, and its recent incidents.
+
+import { getJson } from "./api.js";
+import { badge, errorBox, h, show } from "./dom.js";
+import { formatTime, t } from "./i18n.js";
+import { openLive } from "./live.js";
+import { state } from "./state.js";
+import { STATUS_REFRESH_MS, stateBadge } from "./wall.js";
+
+/** @typedef {import("./api.js").CameraStatus} CameraStatus */
+/** @typedef {import("./state.js").View} View */
+
+/**
+ * @param {string} id
+ * @returns {View}
+ */
+export function renderCamera(id) {
+  const camera = state.cameras.get(id);
+  const video = h("video", { id: "live", muted: true, playsinline: true, autoplay: true, controls: false, "aria-label": t("camera.live") });
+  const liveNote = h("p", { class: "hint", role: "status" });
+  const button = h("button", { type: "button", class: "secondary" }, t("camera.live_stop"));
+  const facts = h("dl", { class: "facts", id: "camera-status" });
+  const recent = h("ul", { class: "recent" });
+  show(
+    h("p", {}, h("a", { href: "#/cameras" }, "← " + t("camera.back"))),
+    h("h1", {}, camera?.name ?? id),
+    h("div", { class: "incident" },
+      h("section", { class: "media", "aria-label": t("camera.live") }, h("div", { class: "screen big" }, video), h("div", { class: "actions" }, button), liveNote),
+      h("div", { class: "side-col" },
+        h("section", { class: "card" }, h("h2", {}, t("camera.status")), facts),
+        h("section", { class: "card" }, h("h2", {}, t("camera.recent")), recent))),
+  );
+  /** @type {import("./live.js").LiveSession | null} */
+  let live = null;
+  let stopped = false;
+  let retry = null;
+
+  async function start() {
+    liveNote.textContent = t("camera.live_connecting");
+    try {
+      live = await openLive(id, video);
+      liveNote.textContent = "";
+      button.textContent = t("camera.live_stop");
+      live.pc.addEventListener("connectionstatechange", () => {
+        if (["failed", "closed"].includes(live?.pc.connectionState) && !stopped) {
+          live.close();
+          live = null;
+          retry = setTimeout(start, 3000);
+        }
+      });
+    } catch (err) {
+      liveNote.textContent = t("camera.live_failed", { detail: err.message });
+      if (!stopped && err.status === 503) retry = setTimeout(start, 3000);
+    }
+  }
+  button.addEventListener("click", () => {
+    if (live) {
+      live.close();
+      live = null;
+      button.textContent = t("camera.live_start");
+    } else start();
+  });
+
+  async function refreshStatus() {
+    try {
+      // Over the last 24 h, or since the camera was added when that is more recent.
+      const added = Date.parse(state.cameras.get(id)?.created_at ?? "") || 0;
+      const since = new Date(Math.max(added, Date.now() - 864e5)).toISOString();
+      /** @type {[CameraStatus, any]} */
+      const [st, availability] = await Promise.all([
+        getJson(`/cameras/${encodeURIComponent(id)}/status`),
+        getJson(`/cameras/availability?since=${encodeURIComponent(since)}`).catch(() => null),
+      ]);
+      const ratio = availability?.cameras?.find((c) => c.camera_id === id)?.ratio;
+      /** @param {string} label @param {string | Node} value */
+      const row = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
+      facts.replaceChildren(
+        ...row(t("camera.status"), stateBadge(st)),
+        ...row(t("camera.fps"), st.fps ? st.fps.toFixed(1) : "—"),
+        ...row(t("camera.last_frame"), st.last_frame_at ? formatTime(st.last_frame_at) : "—"),
+        ...row(t("camera.reconnects"), String(st.reconnects ?? 0)),
+        ...row(
+          t("camera.availability"),
+          ratio != null ? `${(ratio * 100).toFixed(1)} % (${t("camera.since", { time: formatTime(since) })})` : "—",
+        ),
+        ...(st.last_error ? row(t("camera.last_error"), st.last_error) : []),
+      );
+    } catch (err) {
+      facts.replaceChildren(errorBox(err));
+    }
+  }
+  async function loadRecent() {
+    try {
+      const page = await getJson(`/incidents?camera_id=${encodeURIComponent(id)}&limit=10`);
+      recent.replaceChildren(
+        ...page.items.map((i) =>
+          h("li", {}, h("a", { href: `#/incidents/${encodeURIComponent(i.id)}` }, formatTime(i.started_at)), " ",
+            badge("status", i.status, t(`status.${i.status}`)))),
+      );
+    } catch {
+      /* optional */
+    }
+  }
+  start();
+  refreshStatus();
+  loadRecent();
+  const timer = setInterval(refreshStatus, STATUS_REFRESH_MS);
+  return {
+    onEvent(event) {
+      if (event.data?.camera_id !== id) return;
+      if (event.type.startsWith("camera.")) refreshStatus();
+      else if (event.type.startsWith("incident.")) loadRecent();
+    },
+    cleanup() {
+      stopped = true;
+      clearTimeout(retry);
+      clearInterval(timer);
+      live?.close();
+    },
+  };
+}
