@@ -26,6 +26,7 @@ from api.routes import (
     cases,
     console,
     events,
+    gb28181,
     grids,
     incidents,
     onvif,
@@ -40,6 +41,7 @@ from runtime.services import Services
 from storage.cases import CaseClosed
 from storage.db import DatabaseError, connect_message
 from storage.errors import ObjectNotFound, StorageError
+from storage.gb28181 import DeviceExists
 from storage.incidents import BadCursor
 
 __all__ = ["API_PREFIX", "ROLES", "create_app"]
@@ -90,7 +92,18 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
 
 def _api_router() -> APIRouter:
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(refuse_nul)])
-    for module in (events, cameras, onvif, webrtc, incidents, grids, cases, subscriptions, admin):
+    for module in (
+        events,
+        cameras,
+        onvif,
+        gb28181,
+        webrtc,
+        incidents,
+        grids,
+        cases,
+        subscriptions,
+        admin,
+    ):
         api.include_router(module.router)
     return api
 
@@ -132,6 +145,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ObjectNotFound, not_found)
     app.add_exception_handler(BadCursor, bad_request)
     app.add_exception_handler(CaseClosed, conflict)
+    app.add_exception_handler(DeviceExists, conflict)
     app.add_exception_handler(StorageError, unavailable)
     app.add_exception_handler(DatabaseError, unavailable)
     app.add_exception_handler(OperationalError, database_down)

@@ -298,6 +298,11 @@ class GB28181Settings(_Section):
         pattern=r"^\d{1,5}-\d{1,5}$",
         description="RTP port range for GB/T 28181 media, `LOW-HIGH`.",
     )
+    media_transport: Literal["udp", "tcp"] = Field(
+        default="udp",
+        description="How devices are asked to send media: RTP over UDP, or over TCP to our "
+        "passive port (RFC 4571; through firewalls and NAT).",
+    )
     keepalive_s: float = Field(
         default=60.0, gt=0, le=3600, description="Keepalive interval devices are expected to use."
     )

@@ -163,6 +163,11 @@ def url_problem(url: str, *, allow_files: bool) -> str | None:
         if allow_files:
             return None
         return "file sources are disabled on this server (ingest.allow_file_sources)"
+    if scheme == "gb28181":
+        return (
+            "this process does not run the GB/T 28181 endpoint (set "
+            "XUELIANG_GB28181__ENABLED=true on the process that runs the camera)"
+        )
     return f"URL scheme {scheme[:16]!r} is not allowed: cameras are read over rtsp:// or rtsps://"
 
 

@@ -114,6 +114,7 @@ class CameraAnalysis:
     _open: dict[str, _Open] = field(default_factory=dict, init=False)
     _early_peak: dict[str, tuple[Image | Frame, float]] = field(default_factory=dict, init=False)
     _finishing: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _last_frame: Frame | None = field(default=None, init=False)
     _last_motion: float = field(default=-1e18, init=False)
     _last_detect: float = field(default=-1e18, init=False)
 
@@ -132,6 +133,7 @@ class CameraAnalysis:
         try:
             while True:
                 frame = await self.frames.get()
+                self._last_frame = frame
                 await self._analyse(frame)
         finally:
             # A removed camera's slot closes (ending this loop) while the runtime cancels
@@ -192,6 +194,16 @@ class CameraAnalysis:
 
             await self._apply(f"crowd:{zone}", "crowd", events, peak_image)
 
+    # Alarms of the camera itself ---------------------------------------------------------------
+    async def raise_alarm(self, type_: str, alarm: dict[str, Any], at: float) -> None:
+        """An incident the camera reported (a GB/T 28181 device alarm): a moment, with the
+        usual pre-roll and post-roll clip and the latest frame as its snapshot."""
+        key = f"{type_}:{new_incident_id()}"
+        await self._start(key, type_, at, alarm=alarm)
+        if self._last_frame is not None:
+            self._keep_peak(key, self._last_frame, 1.0)
+        await self._end(key, at)
+
     # Incidents -----------------------------------------------------------------------------
     async def _apply(
         self,
@@ -228,7 +240,9 @@ class CameraAnalysis:
         elif score >= incident.peak_score:
             incident.peak_image, incident.peak_score = image, score
 
-    async def _start(self, key: str, type_: str, started_wallclock: float) -> None:
+    async def _start(
+        self, key: str, type_: str, started_wallclock: float, alarm: dict[str, Any] | None = None
+    ) -> None:
         started_at = _utc(started_wallclock)
         incident_id = new_incident_id()
         try:
@@ -245,6 +259,7 @@ class CameraAnalysis:
             started_at=started_at,
             incident_id=incident_id,
             spool_host=self.spool_host,
+            alarm=alarm,
         )
         await asyncio.to_thread(self._db_create, new)
         incident = self._open[key] = _Open(incident_id, type_, started_at, job)

@@ -17,7 +17,8 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import cv2
 
@@ -25,18 +26,27 @@ from analytics.motion import MotionConfig
 from analytics.persons import DetectorConfig, PersonDetector
 from analytics.rules import RuleConfig
 from analytics.zones import parse_zones
-from ingest.camera import CameraState
+from ingest.camera import CameraState, SourceFactory
+from ingest.gb28181.media import channel_url
 from ingest.manager import CameraManager
 from ingest.recorder import ClipRecorder, RecorderConfig
 from ingest.ring import PacketRing
+from ingest.sources import open_source
 from ingest.types import CameraStreamConfig
 from runtime.analysis import AnalysisConfig, CameraAnalysis, CrowdConfig
 from runtime.archiver import Archiver
+from runtime.gb28181 import AlarmFeed, DeviceAlarm, alarm_fields
 from runtime.metrics import CameraCollector
 from runtime.services import Services
 from storage import cameras as repo
 from storage.events import append_event
-from storage.incidents import close_interrupted, fail_lost_clips
+from storage.incidents import (
+    NewIncident,
+    close_interrupted,
+    create_incident,
+    end_incident,
+    fail_lost_clips,
+)
 from storage.leases import balance, heartbeat, release, release_all
 from storage.models import Camera, Worker, utcnow
 from storage.spool import ClipSpool
@@ -61,13 +71,22 @@ class _Running:
     version: int
     ring: PacketRing
     recorder: ClipRecorder
+    analysis: CameraAnalysis
     task: asyncio.Task[None]
 
 
 class CameraRuntime:
     """Runs every enabled camera of the registry in this process."""
 
-    def __init__(self, services: Services, archiver: Archiver, role: str = "all") -> None:
+    def __init__(
+        self,
+        services: Services,
+        archiver: Archiver,
+        role: str = "all",
+        *,
+        source_factory: SourceFactory = open_source,
+        alarms: AlarmFeed | None = None,
+    ) -> None:
         # One OpenCV thread per caller, for the whole process: parallelism comes from the
         # cameras. OpenCV's own pool splits each small frame across the cores and its
         # workers spin between calls (bench/README.md: ~0.2-0.7 % of a core per camera).
@@ -82,7 +101,10 @@ class CameraRuntime:
         self._leased: set[str] = set()
         self._surplus: set[str] = set()
         self._lease_ok = time.monotonic()
-        self.manager = CameraManager(listener=self, sink_factory=self._ring_for)
+        self.manager = CameraManager(
+            listener=self, sink_factory=self._ring_for, source_factory=source_factory
+        )
+        self._alarms = alarms
         self._rings: dict[str, PacketRing] = {}
         self._plans: dict[str, CameraPlan] = {}
         self._detector: PersonDetector | None = None
@@ -121,6 +143,8 @@ class CameraRuntime:
             asyncio.create_task(self._write_states(), name="camera-states"),
             asyncio.create_task(self._flush_statuses(), name="camera-status"),
         ]
+        if self._alarms is not None:
+            helpers.append(asyncio.create_task(self._alarm_loop(self._alarms), name="alarms"))
         try:
             while True:
                 self._wake.clear()
@@ -170,7 +194,7 @@ class CameraRuntime:
             camera_id=cid,
             config=RecorderConfig(max_clip_s=self.services.settings.recording.max_clip_s + 120),
         )
-        pipeline = CameraAnalysis(
+        analysis = CameraAnalysis(
             plan.analysis,
             self.services,
             self.manager.frames(cid),
@@ -179,9 +203,9 @@ class CameraRuntime:
             self.host,
             self._detector,
         )
-        task = asyncio.create_task(pipeline.run(), name=f"analysis-{cid}")
+        task = asyncio.create_task(analysis.run(), name=f"analysis-{cid}")
         task.add_done_callback(_report_crash)
-        self._running[cid] = _Running(plan.version, ring, recorder, task)
+        self._running[cid] = _Running(plan.version, ring, recorder, analysis, task)
 
     async def _stop_analysis(self, camera_id: str) -> None:
         running = self._running.get(camera_id)
@@ -202,6 +226,50 @@ class CameraRuntime:
         await self._drain_state_writes()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._release_all)
+
+    # Device alarms (GB/T 28181) --------------------------------------------------------------
+    async def _alarm_loop(self, alarms: AlarmFeed) -> None:
+        while True:
+            item = await alarms.get()
+            try:
+                await self._raise_alarm(item)
+            except Exception:
+                log.exception("alarm of device %s not recorded", item.device_id)
+
+    async def _raise_alarm(self, item: DeviceAlarm) -> None:
+        """A ``device_alarm`` incident on the alarm channel's camera: with its clip when
+        the camera runs here, else (no camera, or run elsewhere) the record alone."""
+        fields = alarm_fields(item)
+        camera_id = await asyncio.to_thread(self._alarm_camera, item)
+        running = self._running.get(camera_id) if camera_id else None
+        if running is not None:
+            await running.analysis.raise_alarm("device_alarm", fields, item.at)
+            return
+        await asyncio.to_thread(self._record_alarm, camera_id, item, fields)
+
+    def _alarm_camera(self, item: DeviceAlarm) -> str | None:
+        with self.services.db.session() as session:
+            return repo.camera_of_channel(session, item.device_id, item.alarm.device_id)
+
+    def _record_alarm(
+        self, camera_id: str | None, item: DeviceAlarm, fields: dict[str, Any]
+    ) -> None:
+        at = datetime.fromtimestamp(item.at, UTC)
+        with self.services.tx() as session:
+            grid = None
+            if camera_id is not None:
+                camera = repo.get_camera(session, camera_id)
+                grid = camera.grid_code if camera else None
+            new = NewIncident(
+                camera_id=camera_id or item.alarm.device_id,
+                grid_code=grid,
+                type="device_alarm",
+                started_at=at,
+                alarm=fields,
+                clip=False,
+            )
+            row = create_incident(session, new)
+            end_incident(session, row.id, at)
 
     # Leases: which cameras this worker runs ------------------------------------------------
     async def _lease_loop(self) -> None:
@@ -311,11 +379,9 @@ class CameraRuntime:
 
     def _plan(self, row: Camera) -> CameraPlan:
         s = self.services.settings
-        if row.main_url_enc is None:
-            raise ValueError("no stream URL")
         stream = CameraStreamConfig(
             camera_id=row.id,
-            main_url=self.services.secrets.decrypt(row.main_url_enc),
+            main_url=self._main_url(row),
             sub_url=self.services.secrets.decrypt(row.sub_url_enc) if row.sub_url_enc else None,
             analysis_fps=s.ingest.analysis_fps,
             open_timeout_s=s.ingest.open_timeout_s,
@@ -358,6 +424,13 @@ class CameraRuntime:
             post_s=float(row.recording.get("post_s", s.recording.post_s)),
         )
         return CameraPlan(stream=stream, analysis=analysis, version=row.version)
+
+    def _main_url(self, row: Camera) -> str:
+        if row.gb28181:  # no secret in it: derived, not stored
+            return channel_url(row.gb28181["device_id"], row.gb28181["channel_id"])
+        if row.main_url_enc is None:
+            raise ValueError("no stream URL")
+        return self.services.secrets.decrypt(row.main_url_enc)
 
     # State to the database -----------------------------------------------------------------
     async def _write_states(self) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import fields
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ingest.camera import CameraState, CameraStatus
+from ingest.gb28181.endpoint import EndpointStats
+from ingest.gb28181.media import MediaStats
 
 
 class CameraCollector(Collector):
@@ -59,3 +62,20 @@ class SpoolCollector(Collector):
         g = GaugeMetricFamily("xueliang_spool_clips", "Clips waiting in the local spool for upload")
         g.add_metric([], self._depth())
         yield g
+
+
+class Gb28181Collector(Collector):
+    """The GB/T 28181 endpoint's and media's counters (malformed SIP, floods, wrong
+    passwords, RTP of a foreign SSRC…), read at scrape time."""
+
+    def __init__(self, sip: EndpointStats, media: MediaStats) -> None:
+        self._sip, self._media = sip, media
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for prefix, stats in (("sip", self._sip), ("rtp", self._media)):
+            for item in fields(stats):
+                yield CounterMetricFamily(
+                    f"xueliang_gb28181_{prefix}_{item.name}",
+                    f"GB/T 28181 {prefix.upper()}: {item.name.replace('_', ' ')}",
+                    value=getattr(stats, item.name),
+                )

@@ -22,9 +22,11 @@ from config.settings import Settings
 from delivery.worker import DeliveryWorker
 from ingest.onvif import warm_up as warm_onvif
 from ingest.ring import PacketRing
+from ingest.sources import open_source
 from live.webrtc import LiveService
 from runtime.archiver import Archiver
 from runtime.cameras import CameraRuntime, build_spool
+from runtime.gb28181 import Gb28181
 from runtime.metrics import SpoolCollector
 from runtime.retention import RetentionWorker
 from runtime.roles import ROLES
@@ -71,6 +73,8 @@ class Process:
     workers: list[Worker]
     archiver: Archiver
     cameras: CameraRuntime | None = None
+    #: The GB/T 28181 endpoint, when this process runs it.
+    gb28181: Gb28181 | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
 
     @property
@@ -113,12 +117,24 @@ def build_process(
     archiver = Archiver(services, build_spool(services))
     workers: list[Worker] = [DeliveryWorker(services), RetentionWorker(services)]
     cameras: CameraRuntime | None = None
+    gb: Gb28181 | None = None
     if role in ("all", "worker"):
+        if settings.gb28181.enabled:
+            # Devices register to one SIP address: the endpoint runs in a camera process,
+            # and its media is read by the process that runs each camera.
+            gb = Gb28181(services, settings.gb28181)
+            workers.append(gb)
         # The spool lives on the host that records; only camera workers upload from it.
-        cameras = CameraRuntime(services, archiver, role)
+        cameras = CameraRuntime(
+            services,
+            archiver,
+            role,
+            source_factory=gb.sources if gb is not None else open_source,
+            alarms=gb.alarms if gb is not None else None,
+        )
         workers += [archiver, cameras]
     live = LiveService(cameras.ring if cameras is not None else _no_ring)
-    return Process(services, role, live, workers, archiver, cameras)
+    return Process(services, role, live, workers, archiver, cameras, gb)
 
 
 def _no_ring(camera_id: str) -> PacketRing | None:

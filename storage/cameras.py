@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from storage.gb28181 import ChannelView
 from storage.models import Camera, CameraStateChange, CameraStatus, utcnow
 
 ONLINE = "online"
@@ -32,6 +33,46 @@ def list_cameras(
     if enabled_only:
         query = query.where(Camera.enabled.is_(True))
     return list(session.scalars(query))
+
+
+def channel_camera(channel: ChannelView, name: str | None = None) -> Camera:
+    """A new camera row fed by a GB/T 28181 channel, at its coordinates (the caller sets
+    its encrypted URL, ``ingest.gb28181.media.channel_url``)."""
+    now = utcnow()
+    return Camera(
+        id=new_camera_id(),
+        name=name or channel.name or channel.channel_id,
+        gb28181={"device_id": channel.device_id, "channel_id": channel.channel_id},
+        lat=channel.latitude,
+        lon=channel.longitude,
+        zones=[],
+        analytics={},
+        recording={},
+        enabled=True,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def channel_cameras(session: Session) -> dict[tuple[str, str], str]:
+    """The camera of each GB/T 28181 channel that feeds one: ``(device, channel) -> id``."""
+    found: dict[tuple[str, str], str] = {}
+    rows = session.scalars(
+        select(Camera).where(Camera.gb28181.is_not(None)).order_by(Camera.created_at)
+    )
+    for row in rows:
+        link = row.gb28181 or {}
+        found.setdefault((str(link.get("device_id")), str(link.get("channel_id"))), row.id)
+    return found
+
+
+def camera_of_channel(session: Session, device_id: str, channel_id: str) -> str | None:
+    """The camera fed by a GB/T 28181 channel, if any (the oldest, should there be two)."""
+    rows = session.scalars(
+        select(Camera).where(Camera.gb28181.is_not(None)).order_by(Camera.created_at)
+    )
+    wanted = {"device_id": device_id, "channel_id": channel_id}
+    return next((r.id for r in rows if r.gb28181 == wanted), None)
 
 
 def delete_camera(session: Session, camera_id: str) -> bool:

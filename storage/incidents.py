@@ -65,6 +65,7 @@ def incident_fields(row: Incident) -> dict[str, Any]:
         "started_at": row.started_at,
         "ended_at": row.ended_at,
         "peak_persons": row.peak_persons,
+        "alarm": row.alarm,
     }
 
 
@@ -86,6 +87,10 @@ class NewIncident:
     started_at: datetime
     incident_id: str = ""
     spool_host: str | None = None
+    #: A ``device_alarm``'s fields (GB/T 28181 Notify/Alarm).
+    alarm: dict[str, Any] | None = None
+    #: False for an incident that will have no clip (an alarm of a camera not run here).
+    clip: bool = True
 
 
 def create_incident(session: Session, new: NewIncident) -> Incident:
@@ -96,8 +101,9 @@ def create_incident(session: Session, new: NewIncident) -> Incident:
         type=new.type,
         status="new",
         started_at=new.started_at,
-        clip_state="pending",
+        clip_state="pending" if new.clip else None,
         spool_host=new.spool_host,
+        alarm=new.alarm,
         created_at=utcnow(),
         updated_at=utcnow(),
     )

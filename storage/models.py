@@ -102,6 +102,8 @@ class Camera(Base):
     sub_url_enc: Mapped[str | None] = mapped_column(Text)
     sub_url_shown: Mapped[str | None] = mapped_column(Text)
     onvif: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: ``{"device_id", "channel_id"}`` of a camera fed by a GB/T 28181 channel.
+    gb28181: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     grid_code: Mapped[str | None] = mapped_column(String(64), index=True)
     #: True when grid_code was assigned from the location (re-assigned when grids change).
     grid_auto: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -170,6 +172,8 @@ class Incident(Base):
     clip_duration_s: Mapped[float | None] = mapped_column(Float)
     clip_state: Mapped[str | None] = mapped_column(String(16))
     clip_error: Mapped[str | None] = mapped_column(Text)
+    #: A ``device_alarm``'s fields as the device sent them (priority, method, type, time…).
+    alarm: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: The host whose local spool holds the clip until it is archived.
     spool_host: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

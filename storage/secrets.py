@@ -13,6 +13,8 @@ further lines older keys), created on first use. See docs/security.md.
 from __future__ import annotations
 
 import getpass
+import hashlib
+import hmac
 import logging
 import os
 import stat
@@ -43,6 +45,7 @@ class SecretBox:
     """Encrypts short secrets with the current key; decrypts with it or any older key."""
 
     def __init__(self, key: str | bytes, previous: Sequence[str | bytes] = ()) -> None:
+        self._key = key.encode() if isinstance(key, str) else key
         self._current = _fernet(key, "secrets.camera_key")
         older = [_fernet(k, "secrets.previous_keys") for k in previous]
         self._fernet = MultiFernet([self._current, *older])
@@ -66,6 +69,11 @@ class SecretBox:
         except InvalidToken:
             return False
         return True
+
+    def derive(self, label: bytes) -> bytes:
+        """A 32-byte secret for ``label``, the same in every process sharing the current key
+        (e.g. the GB/T 28181 digest nonces any process must be able to check)."""
+        return hmac.new(self._key, b"xueliang:" + label, hashlib.sha256).digest()
 
     def rotate(self, token: str) -> str:
         """``token`` re-encrypted with the current key; ConfigError if no key opens it."""

@@ -22,6 +22,7 @@ from api.schemas.cameras import (
     CameraOut,
     CameraPatch,
     CameraStatusOut,
+    Gb28181ChannelIn,
     Location,
     RecordingIn,
     ZoneIn,
@@ -29,8 +30,10 @@ from api.schemas.cameras import (
 from api.scope import allows, check_visible, visible_grid_codes
 from config.errors import XueliangError
 from ingest.redact import redact_url
+from runtime.process import CameraControl
 from runtime.services import Services
 from storage import cameras as repo
+from storage import gb28181
 from storage.audit import audit
 from storage.grids import place_camera
 from storage.models import Camera, utcnow
@@ -46,7 +49,8 @@ def _out(row: Camera) -> CameraOut:
     return CameraOut(
         id=row.id,
         name=row.name,
-        rtsp_url=row.main_url_shown,
+        rtsp_url=None if row.gb28181 else row.main_url_shown,
+        gb28181=Gb28181ChannelIn.model_validate(row.gb28181) if row.gb28181 else None,
         substream_url=row.sub_url_shown,
         grid_code=row.grid_code,
         location=Location(lat=row.lat, lon=row.lon)
@@ -133,6 +137,8 @@ async def create_camera(
     found = None
     if body.onvif is not None:
         found = await register_onvif_camera(services, body.onvif)
+    if body.gb28181 is not None:
+        return await _create_channel_camera(services, cameras, body, body.gb28181, who)
     out = await asyncio.to_thread(_insert_camera, services, body, who, found)
     cameras.changed()
     return out
@@ -163,6 +169,54 @@ def _insert_camera(
         _placed(session, row, who, grid_given=body.grid_code is not None)
         audit(session, who.name, "create", "camera", row.id)
     return _out(row)
+
+
+async def _create_channel_camera(
+    services: Services,
+    cameras: CameraControl,
+    body: CameraCreate,
+    channel: Gb28181ChannelIn,
+    who: Principal,
+) -> CameraOut:
+    out = await asyncio.to_thread(_insert_channel_camera, services, body, channel, who)
+    cameras.changed()
+    return out
+
+
+def _insert_channel_camera(
+    services: Services, body: CameraCreate, channel: Gb28181ChannelIn, who: Principal
+) -> CameraOut:
+    with services.tx() as session:
+        found = gb28181.get_channel(session, channel.device_id, channel.channel_id)
+        if found is None:
+            raise _unknown_channel(session, channel)
+        row = repo.channel_camera(found, body.name)
+        if body.location is not None:
+            row.lat, row.lon = body.location.lat, body.location.lon
+        row.grid_code = body.grid_code
+        row.zones = [z.model_dump() for z in body.zones]
+        row.analytics = body.analytics.model_dump()
+        row.recording = body.recording.model_dump()
+        row.enabled = body.enabled
+        session.add(row)
+        _placed(session, row, who, grid_given=body.grid_code is not None)
+        audit(session, who.name, "create", "camera", row.id, {"gb28181": channel.model_dump()})
+        return _out(row)
+
+
+def _unknown_channel(session: Session, channel: Gb28181ChannelIn) -> HTTPException:
+    if gb28181.get_device(session, channel.device_id) is None:
+        msg = f"no GB/T 28181 device {channel.device_id}: it has not registered yet"
+        loc = ["body", "gb28181", "device_id"]
+    else:
+        msg = (
+            f"device {channel.device_id} has no channel {channel.channel_id} in its catalog "
+            "(POST /gb28181/devices/{device_id}/catalog asks it again)"
+        )
+        loc = ["body", "gb28181", "channel_id"]
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": loc, "msg": msg, "type": "value_error"}]
+    )
 
 
 @router.get("", response_model=CameraList)

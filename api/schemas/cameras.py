@@ -94,10 +94,26 @@ Zones = Annotated[list[ZoneIn], Field(max_length=50), AfterValidator(_valid_zone
 GridCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
 
+GbId = Annotated[str, Field(pattern=r"^\d{20}$", description="A 20-digit GB/T 28181 ID.")]
+
+
+class Gb28181ChannelIn(_In):
+    """A channel of a GB/T 28181 device (a camera, or an NVR's channel) as the camera's video."""
+
+    device_id: GbId
+    channel_id: GbId
+
+
 class CameraCreate(_In):
-    """A camera: either its stream URLs, or its ONVIF address and login (streams probed)."""
+    """A camera: its stream URLs, its ONVIF address and login (streams probed), or a
+    GB/T 28181 channel."""
 
     name: str = Field(min_length=1, max_length=200)
+    gb28181: Gb28181ChannelIn | None = Field(
+        default=None,
+        description="A channel of a registered GB/T 28181 device; its location defaults to "
+        "the channel's coordinates. Instead of `rtsp_url` or `onvif`.",
+    )
     # Before the URLs: their validators check "either rtsp_url or onvif" against it, so the
     # error names the URL field and does not echo the onvif object (it holds a password).
     onvif: OnvifIn | None = Field(
@@ -124,17 +140,22 @@ class CameraCreate(_In):
     @field_validator("rtsp_url")
     @classmethod
     def _either_url_or_onvif(cls, url: str | None, info: ValidationInfo) -> str | None:
-        if "onvif" not in info.data:
-            return url  # onvif itself is invalid: that error says enough
-        if info.data["onvif"] is None and url is None:
-            raise ValueError("either rtsp_url or onvif is required")
-        if info.data["onvif"] is not None and url is not None:
-            raise ValueError("give either rtsp_url or onvif, not both")
+        if "onvif" not in info.data or "gb28181" not in info.data:
+            return url  # onvif or gb28181 itself is invalid: that error says enough
+        given = [k for k in ("onvif", "gb28181") if info.data[k] is not None]
+        if url is not None:
+            given.append("rtsp_url")
+        if not given:
+            raise ValueError("one of rtsp_url, onvif or gb28181 is required")
+        if len(given) > 1:
+            raise ValueError(f"give one of rtsp_url, onvif or gb28181, not {' and '.join(given)}")
         return url
 
     @field_validator("substream_url")
     @classmethod
     def _no_url_with_onvif(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is not None and info.data.get("gb28181") is not None:
+            raise ValueError("a GB/T 28181 channel is one stream: give no substream_url")
         if url is not None and info.data.get("onvif") is not None:
             raise ValueError(
                 "with onvif the streams come from the camera's profiles: "
@@ -168,6 +189,9 @@ class CameraOut(BaseModel):
     id: str
     name: str
     rtsp_url: str | None = Field(description="With the password replaced by ***.")
+    gb28181: Gb28181ChannelIn | None = Field(
+        default=None, description="The GB/T 28181 channel the camera's video comes from."
+    )
     substream_url: str | None
     grid_code: str | None
     location: Location | None

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-IncidentType = Literal["motion", "crowd"]
+IncidentType = Literal["motion", "crowd", "device_alarm"]
 IncidentStatus = Literal["new", "acknowledged", "resolved", "dismissed"]
 
 
@@ -33,6 +33,20 @@ class HistoryItem(BaseModel):
     note: str | None
 
 
+class DeviceAlarm(BaseModel):
+    """A GB/T 28181 Notify/Alarm (GB/T 28181-2016 A.2.5): codes as the device sent them."""
+
+    priority: int | None = Field(description="1 (highest) to 4.")
+    method: str | None = Field(
+        description="1 phone, 2 device, 3 SMS, 4 GPS, 5 video, 6 fault, 7 other."
+    )
+    type: str | None = Field(description="Depends on the method (device: 1 video loss, 2 tamper…).")
+    description: str | None
+    time: str | None = Field(description="The device's own time of the alarm.")
+    device_id: str | None = Field(default=None, description="The device that reported it.")
+    channel_id: str | None = Field(default=None, description="The channel (alarm source) it names.")
+
+
 class IncidentOut(BaseModel):
     id: str
     camera_id: str
@@ -42,6 +56,9 @@ class IncidentOut(BaseModel):
     started_at: datetime
     ended_at: datetime | None
     peak_persons: int | None = None
+    alarm: DeviceAlarm | None = Field(
+        default=None, description="A `device_alarm`'s fields, as the GB/T 28181 device sent them."
+    )
     snapshot: SnapshotRef | None = None
     clip: ClipRef | None = None
     case_ids: list[str] = []

@@ -82,6 +82,7 @@ def test_token_create_prints_a_working_token(tmp_path: Path) -> None:
     assert principal is not None and (principal.role, principal.name) == ("operator", "desk-1")
 
 
+@pytest.mark.slow
 def test_demo_serves_health_docs_and_prints_a_working_admin_token(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(

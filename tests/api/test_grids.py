@@ -367,6 +367,7 @@ def _lattice(cols: int, rows: int, cell: float) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_twenty_thousand_grids_import_and_a_thousand_placements(api: Api) -> None:
     cols, rows, cell = 200, 100, 0.002
     body = _lattice(cols, rows, cell)

@@ -251,6 +251,7 @@ def test_key_file_is_created_private_and_a_readable_one_is_reported(
     assert "chmod 600" in caplog.text
 
 
+@pytest.mark.slow
 def test_rotation_re_encrypts_every_credential_end_to_end(
     make_settings: Callable[..., Settings], db_url: str, tmp_path: Path
 ) -> None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from config.settings import Settings
 from tests.api.conftest import BOOTSTRAP
+
+pytestmark = pytest.mark.slow  # make check leaves it to make test
 
 AUTH = {"Authorization": f"Bearer {BOOTSTRAP}"}
 ROUNDS = 25

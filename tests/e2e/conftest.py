@@ -195,3 +195,11 @@ def wait_until(check: Any, timeout: float, what: str, interval: float = 0.2) -> 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every Chromium test is slow (a browser and the service start for it)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)

@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from storage.spool import MANIFEST_SUFFIX
 from tests.conftest import SHARED_DATA, free_port, wait_for
 from tests.peers.rtsp import RtspServer, file_mount
 from tests.peers.seaweedfs import SeaweedS3, unique_bucket
+
+pytestmark = pytest.mark.slow  # make check leaves it to make test
 
 OUTAGE_S = 60.0
 TOKEN = "xl_test_admin_token_for_outage_00001"

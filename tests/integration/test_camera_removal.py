@@ -13,12 +13,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from api.app import create_app
 from config.settings import Settings
 from tests.conftest import LiveServer, wait_for
 from tests.integration.test_motion_incidents import VTEST
 from tests.peers.rtsp import RtspServer, file_mount
+
+pytestmark = pytest.mark.slow  # make check leaves it to make test
 
 TOKEN = "xl_test_admin_token_for_removal_0001"
 

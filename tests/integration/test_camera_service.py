@@ -21,6 +21,8 @@ from config.settings import Settings
 from tests.conftest import LiveServer, wait_for
 from tests.peers.rtsp import RtspServer, live_pattern
 
+pytestmark = pytest.mark.slow  # make check leaves it to make test
+
 TOKEN = "xl_test_admin_token_for_cameras_00001"
 PASSWORD = "Gr1d-Secret-77"
 

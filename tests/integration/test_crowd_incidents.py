@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from api.app import create_app
 from config.settings import Settings
 from tests.conftest import SHARED_DATA, LiveServer, wait_for
+
+pytestmark = pytest.mark.slow  # make check leaves it to make test
 
 TOKEN = "xl_test_admin_token_for_crowds_000001"
 

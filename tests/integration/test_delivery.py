@@ -246,6 +246,7 @@ def append(services: Services, type_: str, data: dict[str, Any], grid: str | Non
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 async def test_down_then_failing_then_back_every_event_arrives_in_order_signed(
     services: Services,
 ) -> None:
@@ -501,6 +502,7 @@ class Service:
                 self.proc.kill()
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_a_service_killed_mid_delivery_and_restarted_loses_nothing(
     tmp_path: Path, db_url: str

@@ -23,6 +23,8 @@ from tests.conftest import SHARED_DATA, LiveServer, wait_for
 from tests.peers.rtsp import RtspServer, file_mount
 from tests.peers.seaweedfs import SeaweedS3, unique_bucket
 
+pytestmark = pytest.mark.slow  # make check leaves it to make test
+
 VTEST = SHARED_DATA / "vtest.avi"
 TOKEN = "xl_test_admin_token_for_incidents_0001"
 PRE_S, POST_S = 2.0, 2.0

@@ -34,6 +34,8 @@ from analytics.persons import (
 from analytics.tracking import PersonTracker
 from tests.conftest import REPO, SHARED_DATA
 
+pytestmark = pytest.mark.slow  # make check leaves it to make test
+
 VTEST = SHARED_DATA / "vtest.avi"
 COUNTS = [REPO / "bench" / "data" / f"vtest_counts{s}.json" for s in ("", "_holdout")]
 FPS = 10  # vtest.avi's frame rate

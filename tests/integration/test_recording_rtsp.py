@@ -25,6 +25,8 @@ from ingest.types import PacketSink
 from tests.peers.rtsp import RtspServer, h264file_mount
 from tests.unit.synthetic_h264 import FPS, decode_errors, decoded_indices, encode_video, ffprobe
 
+pytestmark = pytest.mark.slow  # make check leaves it to make test
+
 ServerFactory = Callable[[Mapping[str, Mapping[str, Any]]], RtspServer]
 OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "500000", "timeout": "5000000"}
 

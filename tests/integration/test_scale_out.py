@@ -33,6 +33,8 @@ from storage.models import Camera, CameraLease, Incident, utcnow
 from storage.secrets import SecretBox
 from tests.conftest import free_port, wait_for
 
+pytestmark = pytest.mark.slow  # make check leaves it to make test
+
 CAMERAS, WORKERS, LEASE_S = 30, 3, 6.0
 
 

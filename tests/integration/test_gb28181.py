@@ -1,0 +1,204 @@
+"""GB/T 28181 end to end, against a device played by SIPp and GStreamer (tests/peers/gb28181).
+
+The platform (the service, in-process) is never tested against its own SIP code: the
+device is SIPp's scenarios and an RTP sender of an MPEG-PS stream muxed by GStreamer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from config.settings import Settings
+from tests.conftest import LiveServer, free_port, wait_for
+from tests.peers.gb28181.device import GbDevice, gb_device, make_channels
+from tests.peers.gb28181.media import make_ps_file
+
+__all__ = ["gb_device"]  # the fixture, used by name
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+TOKEN = "xl_test_admin_token_gb28181_00001"
+DEVICE = "34020000001320000001"
+PASSWORD = "12345678"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Platform:
+    """The service under test and what the tests need to reach it."""
+
+    http: httpx.Client
+    sip_port: int
+    app: Any
+
+    def devices(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.http.get("/api/v1/gb28181/devices").json()["items"]
+        return items
+
+    def device(self, device_id: str = DEVICE) -> dict[str, Any] | None:
+        got = self.http.get(f"/api/v1/gb28181/devices/{device_id}")
+        return got.json() if got.status_code == 200 else None
+
+    def events(self, type_: str) -> list[dict[str, Any]]:
+        got = self.http.get("/api/v1/events", params={"type": type_, "limit": 1000})
+        items: list[dict[str, Any]] = got.json()["items"]
+        return items
+
+    def metric(self, name: str) -> float:
+        for line in self.http.get("/metrics").text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"no metric {name}")
+
+
+@pytest.fixture
+def platform_factory(
+    make_settings: Callable[..., Settings],
+) -> Iterator[Callable[..., Platform]]:
+    servers: list[tuple[LiveServer, httpx.Client]] = []
+
+    def start(**gb: Any) -> Platform:
+        sip_port = free_port()
+        low = 31000 + (sip_port % 200) * 20
+        settings = make_settings(
+            auth={"bootstrap_token": TOKEN},
+            ingest={"backoff_initial_s": 0.5, "backoff_max_s": 2.0, "read_timeout_s": 3.0},
+            incidents={"start_frames": 2, "quiet_s": 2.0},
+            recording={"pre_s": 1.0, "post_s": 1.0},
+            gb28181={
+                "enabled": True,
+                "port": sip_port,
+                "password": PASSWORD,
+                "keepalive_s": 1.0,
+                "keepalive_misses": 3,
+                "media_ports": f"{low}-{low + 19}",
+                **gb,
+            },
+        )
+        app = create_app(settings)
+        live = LiveServer(app).__enter__()
+        http = httpx.Client(base_url=live.url, headers=AUTH, timeout=30)
+        servers.append((live, http))
+        return Platform(http, sip_port, app)
+
+    yield start
+    for live, http in servers:
+        http.close()
+        live.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def ps_file() -> Path:
+    return make_ps_file(seconds=6, fps=10, width=320, height=240, moving_s=2)
+
+
+def test_a_device_registers_with_digest_keeps_alive_and_goes_offline(
+    platform_factory: Callable[..., Platform], gb_device: Callable[..., GbDevice]
+) -> None:
+    platform = platform_factory()
+    device = gb_device(DEVICE, PASSWORD, platform_port=platform.sip_port, keepalive_s=1.0)
+    result = device.register()
+    assert result.ok and result.challenged and result.qop == "auth", result
+    wait_for(lambda: (platform.device() or {}).get("online"), 10, "the device online")
+    wait_for(lambda: len(device.keepalives()) >= 2, 10, "two keepalives answered")
+    assert all(code == "200" for _, code in device.keepalives())
+    assert [e["data"]["device_id"] for e in platform.events("gb28181.device.online")] == [DEVICE]
+
+    device.stop_keepalives()
+    started = time.monotonic()
+    wait_for(lambda: not (platform.device() or {}).get("online"), 15, "offline after 3 misses")
+    assert time.monotonic() - started < 3 * 1.0 + 6  # deadline + one expiry round + slack
+    offline = platform.events("gb28181.device.offline")
+    assert [(e["data"]["device_id"], e["data"]["reason"]) for e in offline] == [
+        (DEVICE, "keepalive_timeout")
+    ]
+
+
+def test_a_wrong_password_is_refused_and_the_device_stays_offline(
+    platform_factory: Callable[..., Platform], gb_device: Callable[..., GbDevice]
+) -> None:
+    platform = platform_factory()
+    device = gb_device(DEVICE, "not-the-password", platform_port=platform.sip_port)
+    result = device.register()
+    assert result.code == 403 and result.challenged, result
+    assert platform.device() is None or not platform.device()["online"]  # type: ignore[index]
+    assert platform.metric("xueliang_gb28181_sip_auth_failures_total") >= 1
+    logs = platform.http.get("/metrics").text
+    assert "not-the-password" not in logs
+
+
+def test_digest_without_qop_registers_and_expires_zero_unregisters(
+    platform_factory: Callable[..., Platform], gb_device: Callable[..., GbDevice]
+) -> None:
+    platform = platform_factory()
+    platform.app.state.process.gb28181.endpoint._auth = _without_qop(platform)
+    device = gb_device(DEVICE, PASSWORD, platform_port=platform.sip_port, keepalive_s=0)
+    result = device.register()
+    assert result.ok and result.challenged and result.qop == "", result
+    wait_for(lambda: (platform.device() or {}).get("online"), 10, "online")
+    assert device.unregister().ok
+    wait_for(lambda: not (platform.device() or {}).get("online"), 10, "offline")
+    reasons = [e["data"]["reason"] for e in platform.events("gb28181.device.offline")]
+    assert reasons == ["unregister"]
+
+
+def _without_qop(platform: Platform) -> Any:
+    from dataclasses import replace
+
+    auth = platform.app.state.process.gb28181.endpoint._auth
+    return replace(auth, qop=False)
+
+
+def test_catalog_channel_camera_streams_and_bye_on_delete(
+    platform_factory: Callable[..., Platform],
+    gb_device: Callable[..., GbDevice],
+    ps_file: Path,
+) -> None:
+    platform = platform_factory()
+    channels = make_channels(DEVICE, 3, ps_file)
+    device = gb_device(DEVICE, PASSWORD, platform_port=platform.sip_port, channels=channels)
+    assert device.register().ok
+
+    def catalog() -> list[dict[str, Any]]:
+        return list((platform.device() or {}).get("channels", []))
+
+    got = wait_for(lambda: len(catalog()) == 3 and catalog(), 15, "the catalog (two MESSAGEs)")
+    by_id = {c["channel_id"]: c for c in got}
+    first = channels[0]
+    assert by_id[first.channel_id]["name"] == "通道1"  # GB2312 decoded
+    assert by_id[first.channel_id]["longitude"] == pytest.approx(first.longitude)
+    assert platform.events("gb28181.catalog")
+
+    created = platform.http.post(
+        "/api/v1/cameras",
+        json={"name": "gate", "gb28181": {"device_id": DEVICE, "channel_id": first.channel_id}},
+    )
+    assert created.status_code == 201, created.text
+    camera = created.json()
+    location = {"lat": pytest.approx(first.latitude), "lon": pytest.approx(first.longitude)}
+    assert camera["location"] == location
+    assert camera["gb28181"] == {"device_id": DEVICE, "channel_id": first.channel_id}
+
+    def status() -> dict[str, Any]:
+        body: dict[str, Any] = platform.http.get(f"/api/v1/cameras/{camera['id']}/status").json()
+        return body
+
+    wait_for(lambda: status()["state"] == "online", 20, "the channel's camera online")
+    wait_for(lambda: (status()["fps"] or 0) > 0, 10, "a measured frame rate")
+    time.sleep(3)
+    assert status()["fps"] == pytest.approx(10, rel=0.1)
+    snap = platform.http.get(f"/api/v1/cameras/{camera['id']}/snapshot.jpg")
+    assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
+
+    invites = device.events("INVITE")
+    assert invites and invites[0].fields.get("channel") == first.channel_id
+    assert platform.http.delete(f"/api/v1/cameras/{camera['id']}").status_code == 204
+    device.wait_for("BYE", 1, timeout=15)
