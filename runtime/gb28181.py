@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +25,7 @@ from typing import Any
 
 from config.settings import GB28181Settings
 from ingest.camera import SourceFactory
+from ingest.errors import CameraUnreachableError, StreamEndedError
 from ingest.gb28181.endpoint import (
     Call,
     DevicePeer,
@@ -183,10 +186,29 @@ class _LoopSignalling:
         self._endpoint, self._loop, self._timeout_s = endpoint, loop, timeout_s
 
     def invite(
-        self, device_id: str, channel_id: str, media_host: str, media_port: int, *, tcp: bool
+        self,
+        device_id: str,
+        channel_id: str,
+        media_host: str,
+        media_port: int,
+        *,
+        tcp: bool,
+        stop: threading.Event,
     ) -> Call:
         work = self._endpoint.invite(device_id, channel_id, media_host, media_port, tcp=tcp)
-        return asyncio.run_coroutine_threadsafe(work, self._loop).result(self._timeout_s + 2)
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        deadline = time.monotonic() + self._timeout_s + 2
+        # Polled, not one long wait: a camera stopped meanwhile (shutdown, removal) must
+        # not wait for a device that does not answer.
+        while not stop.wait(0.05):
+            if future.done():
+                return future.result()
+            if time.monotonic() > deadline:
+                break
+        future.cancel()
+        if stop.is_set():
+            raise StreamEndedError(f"INVITE of {channel_id} abandoned: the camera was stopped")
+        raise CameraUnreachableError(f"INVITE of {channel_id} got no answer")
 
     def bye(self, call: Call) -> None:
         future = asyncio.run_coroutine_threadsafe(self._endpoint.bye(call), self._loop)

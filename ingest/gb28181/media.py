@@ -81,8 +81,17 @@ class Signalling(Protocol):
     """The SIP side, as a reader thread sees it (blocking, thread-safe)."""
 
     def invite(
-        self, device_id: str, channel_id: str, media_host: str, media_port: int, *, tcp: bool
-    ) -> Call: ...
+        self,
+        device_id: str,
+        channel_id: str,
+        media_host: str,
+        media_port: int,
+        *,
+        tcp: bool,
+        stop: threading.Event,
+    ) -> Call:
+        """INVITE and wait for the call; gives up (StreamEndedError) as soon as ``stop``."""
+        ...
 
     def bye(self, call: Call) -> None: ...
 
@@ -195,6 +204,7 @@ class Gb28181Source:
                 self._config.advertised_host,
                 port,
                 tcp=self._config.tcp,
+                stop=stop,
             )
             try:
                 self._receive(sock, call, stop, handler)

@@ -6,6 +6,9 @@ device is SIPp's scenarios and an RTP sender of an MPEG-PS stream muxed by GStre
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ import pytest
 from api.app import create_app
 from config.settings import Settings
 from tests.conftest import LiveServer, free_port, wait_for
-from tests.peers.gb28181.device import GbDevice, gb_device, make_channels
+from tests.peers.gb28181.device import REPO, GbDevice, gb_device, make_channels
 from tests.peers.gb28181.media import make_ps_file
 
 __all__ = ["gb_device"]  # the fixture, used by name
@@ -71,7 +74,9 @@ def platform_factory(
         settings = make_settings(
             auth={"bootstrap_token": TOKEN},
             ingest={"backoff_initial_s": 0.5, "backoff_max_s": 2.0, "read_timeout_s": 3.0},
-            incidents={"start_frames": 2, "quiet_s": 2.0},
+            # A ball that stopped stays "motion" until the background absorbs it: cap the
+            # incident so that its clip is archived soon.
+            incidents={"start_frames": 2, "quiet_s": 2.0, "max_len_s": 5.0},
             recording={"pre_s": 1.0, "post_s": 1.0},
             gb28181={
                 "enabled": True,
@@ -97,7 +102,9 @@ def platform_factory(
 
 @pytest.fixture(scope="module")
 def ps_file() -> Path:
-    return make_ps_file(seconds=6, fps=10, width=320, height=240, moving_s=2)
+    # The ball moves for 2 s, then stands still (the clip of the first incident stays
+    # within one pass of the file: the sender loops it, and the PS clock restarts).
+    return make_ps_file(seconds=20, fps=10, width=320, height=240, moving_s=2)
 
 
 def test_a_device_registers_with_digest_keeps_alive_and_goes_offline(
@@ -202,3 +209,215 @@ def test_catalog_channel_camera_streams_and_bye_on_delete(
     assert invites and invites[0].fields.get("channel") == first.channel_id
     assert platform.http.delete(f"/api/v1/cameras/{camera['id']}").status_code == 204
     device.wait_for("BYE", 1, timeout=15)
+
+
+def _square(code: str, lon: float, lat: float, half: float = 0.01) -> dict[str, Any]:
+    ring = [
+        [lon - half, lat - half],
+        [lon + half, lat - half],
+        [lon + half, lat + half],
+        [lon - half, lat + half],
+        [lon - half, lat - half],
+    ]
+    return {
+        "type": "Feature",
+        "properties": {"code": code, "name": code, "level": "grid"},
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+    }
+
+
+def _camera_for(platform: Platform, channel_id: str, name: str = "cam") -> dict[str, Any]:
+    created = platform.http.post(
+        "/api/v1/cameras",
+        json={
+            "name": name,
+            "gb28181": {"device_id": DEVICE, "channel_id": channel_id},
+            "recording": {"pre_s": 1, "post_s": 1},
+        },
+    )
+    assert created.status_code == 201, created.text
+    camera: dict[str, Any] = created.json()
+    return camera
+
+
+def _status(platform: Platform, camera_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = platform.http.get(f"/api/v1/cameras/{camera_id}/status").json()
+    return body
+
+
+def _registered_with_catalog(
+    platform: Platform, gb_device: Callable[..., GbDevice], count: int, ps: Path, **kw: Any
+) -> GbDevice:
+    channels = make_channels(DEVICE, count, ps)
+    device = gb_device(DEVICE, PASSWORD, platform_port=platform.sip_port, channels=channels, **kw)
+    assert device.register().ok
+    wait_for(
+        lambda: len((platform.device() or {}).get("channels", [])) == count,
+        20,
+        f"a catalog of {count} channels",
+    )
+    return device
+
+
+def _incidents(platform: Platform, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = platform.http.get(
+        "/api/v1/incidents", params={"limit": 100, **params}
+    ).json()["items"]
+    return items
+
+
+def test_a_channel_camera_is_placed_in_its_grid_and_its_motion_is_archived(
+    platform_factory: Callable[..., Platform],
+    gb_device: Callable[..., GbDevice],
+    ps_file: Path,
+    tmp_path: Path,
+) -> None:
+    platform = platform_factory()
+    first = make_channels(DEVICE, 1)[0]
+    grids = {
+        "type": "FeatureCollection",
+        "features": [_square("G1", first.longitude, first.latitude)],
+    }
+    assert platform.http.post("/api/v1/grids/import", json=grids).status_code == 200
+    device = _registered_with_catalog(platform, gb_device, 1, ps_file)
+    camera = _camera_for(platform, first.channel_id)
+    assert camera["grid_code"] == "G1"  # placed by the channel's coordinates
+    wait_for(lambda: _status(platform, camera["id"])["state"] == "online", 20, "online")
+
+    # The ball moves at the start: a motion incident (capped at 5 s) with its clip.
+    def archived() -> list[dict[str, Any]]:
+        return [
+            i
+            for i in _incidents(platform, camera_id=camera["id"], type="motion")
+            if (i.get("clip") or {}).get("state") == "archived"
+        ]
+
+    incident = wait_for(archived, 60, "an archived motion clip")[0]
+    assert incident["grid_code"] == "G1"
+    clip = platform.http.get(f"/api/v1/incidents/{incident['id']}/clip", follow_redirects=True)
+    assert clip.status_code == 200, clip.text
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(clip.content)
+    assert hashlib.sha256(clip.content).hexdigest() == incident["clip"]["sha256"]
+    errors = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stderr.strip()
+    assert errors == ""  # decodes from its first frame
+    assert device.count("INVITE") >= 1
+
+
+def test_a_device_alarm_becomes_a_device_alarm_incident(
+    platform_factory: Callable[..., Platform],
+    gb_device: Callable[..., GbDevice],
+    ps_file: Path,
+) -> None:
+    platform = platform_factory()
+    device = _registered_with_catalog(platform, gb_device, 2, ps_file)
+    with_camera, without = (c.channel_id for c in device.channels)
+    camera = _camera_for(platform, with_camera)
+    wait_for(lambda: _status(platform, camera["id"])["state"] == "online", 20, "online")
+
+    assert device.send_alarm(with_camera, description="区域入侵", alarm_type=2, priority=1) == "200"
+    got = wait_for(
+        lambda: _incidents(platform, camera_id=camera["id"], type="device_alarm"),
+        15,
+        "a device_alarm incident",
+    )
+    alarm = got[0]["alarm"]
+    assert alarm["priority"] == 1 and alarm["method"] == "2" and alarm["type"] == "2"
+    assert alarm["description"] == "区域入侵" and alarm["time"] == "2026-12-02T10:00:00"
+    assert alarm["channel_id"] == with_camera and alarm["device_id"] == DEVICE
+
+    def archived() -> bool:
+        one = platform.http.get(f"/api/v1/incidents/{got[0]['id']}").json()
+        return bool((one.get("clip") or {}).get("state") == "archived" and one.get("snapshot"))
+
+    wait_for(archived, 30, "the alarm's clip and snapshot archived")
+
+    # A channel without a camera: the incident is recorded on the channel, without a clip.
+    assert device.send_alarm(without, description="视频丢失", alarm_type=1) == "200"
+    lone = wait_for(
+        lambda: _incidents(platform, camera_id=without, type="device_alarm"), 15, "the alarm"
+    )
+    assert lone[0]["alarm"]["type"] == "1" and lone[0]["clip"] is None
+
+
+def test_rtp_of_a_foreign_ssrc_is_dropped_and_counted(
+    platform_factory: Callable[..., Platform],
+    gb_device: Callable[..., GbDevice],
+    ps_file: Path,
+) -> None:
+    platform = platform_factory()
+    device = _registered_with_catalog(platform, gb_device, 1, ps_file)
+    camera = _camera_for(platform, device.channels[0].channel_id)
+    wait_for(lambda: _status(platform, camera["id"])["fps"], 20, "online, its rate measured")
+    invite = device.events("INVITE")[-1].fields
+    port, ssrc = int(invite["port"]), int(invite["ssrc"])
+    before = platform.metric("xueliang_gb28181_rtp_foreign_ssrc_total")
+    # A second device streaming to the first one's port: another SSRC, the same content.
+    intruder = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.peers.gb28181.media",
+            "send",
+            "--file",
+            str(ps_file),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ssrc",
+            str(ssrc + 1),
+        ],
+        cwd=REPO,
+    )
+    try:
+        wait_for(
+            lambda: platform.metric("xueliang_gb28181_rtp_foreign_ssrc_total") > before + 20,
+            15,
+            "foreign packets counted",
+        )
+        time.sleep(3)  # two status flushes with the intruder sending
+        status = _status(platform, camera["id"])
+    finally:
+        intruder.terminate()
+        intruder.wait(10)
+    assert status["state"] == "online" and status["fps"] == pytest.approx(10, rel=0.15), status
+
+
+def test_tcp_media_works_as_well_as_udp(
+    platform_factory: Callable[..., Platform],
+    gb_device: Callable[..., GbDevice],
+    ps_file: Path,
+) -> None:
+    platform = platform_factory(media_transport="tcp")
+    device = _registered_with_catalog(platform, gb_device, 1, ps_file)
+    camera = _camera_for(platform, device.channels[0].channel_id)
+    wait_for(lambda: _status(platform, camera["id"])["state"] == "online", 20, "online over TCP")
+    assert device.events("INVITE")[-1].fields.get("proto", "").startswith("TCP")
+    time.sleep(4)
+    assert _status(platform, camera["id"])["fps"] == pytest.approx(10, rel=0.1)
+
+
+def test_twenty_channels_of_an_nvr_stream_side_by_side(
+    platform_factory: Callable[..., Platform],
+    gb_device: Callable[..., GbDevice],
+    ps_file: Path,
+) -> None:
+    platform = platform_factory()
+    device = _registered_with_catalog(platform, gb_device, 20, ps_file)
+    cameras = [_camera_for(platform, c.channel_id, f"ch{n}") for n, c in enumerate(device.channels)]
+
+    def online() -> int:
+        return sum(_status(platform, c["id"])["state"] == "online" for c in cameras)
+
+    wait_for(lambda: online() == 20, 60, "20 cameras online")
+    time.sleep(4)
+    rates = [_status(platform, c["id"])["fps"] or 0.0 for c in cameras]
+    assert all(r == pytest.approx(10, rel=0.15) for r in rates), rates
+    invites = device.events("INVITE")
+    assert len({e.fields["ssrc"] for e in invites}) == len(invites)  # one SSRC per stream

@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 from tests.peers.gb28181.device import GbDevice, RegisterResult, make_channels
-from tests.peers.gb28181.media import make_ps_file
+from tests.peers.gb28181.media import make_ps_file, read_ps_frames
 
 HOST = "127.0.0.1"
 DEVICE_ID = "34020000001110000001"  # 111: DVR/NVR
@@ -90,6 +90,17 @@ def test_ps_file_decodes_with_psm_h264_and_motion_only_in_the_moving_variant(
     moves = [bool((np.abs(b - a) > 25).sum()) for a, b in itertools.pairwise(bursts)]
     assert moves == [True] * (FPS - 1) + [False] * (SECONDS * FPS - FPS)  # 1 s, then still
     assert make_ps_file(seconds=SECONDS, fps=FPS, motion="ball") == ps_file  # cached
+
+
+def test_frames_larger_than_one_pes_stay_one_access_unit() -> None:
+    heavy = make_ps_file(seconds=1, fps=5, width=640, height=360, motion="snow", bitrate_kbps=20000)
+    frames = read_ps_frames(heavy.read_bytes())
+    assert max(len(f.data) for f in frames) > 65_535  # split over several PES by mpegpsmux
+    assert len(frames) == len(_gray_frames(heavy)) == 5
+    assert [f.pts for f in frames] == sorted({f.pts for f in frames})
+
+
+def test_h265_is_refused_because_mpegpsmux_cannot_mux_it() -> None:
     with pytest.raises(ValueError, match=r"H\.265"):
         make_ps_file(codec="h265")
 

@@ -30,7 +30,7 @@ Processes (all bound to 127.0.0.1):
   not disturb the keepalive rhythm.
 
 What the device saw and did is read back from SIPp's ``<log>`` lines and ``send.sh``'s
-``media.log``: :meth:`events` (INVITE, ACK, BYE, MESSAGE, SUBSCRIBE with their fields),
+``media.log``: :meth:`events` (INVITE, ACK, BYE, MESSAGE, SUBSCRIBE, ANSWER with their fields),
 :meth:`keepalives` (SN and the platform's answer), :meth:`senders` (one JSON summary per
 RTP sender: frames, packets, when the first packet left, why it ended).
 
@@ -40,7 +40,11 @@ retransmitted, and the platform's 200 shows up as an ``ANSWER`` event. Un-REGIST
 the REGISTER's Call-ID with a higher CSeq, as cameras do.
 SIPp's digest answers whatever the 401 asks (``qop=auth`` or none): the variant is the
 platform's choice. ``transport="tcp"`` runs SIPp with ``-t t1``; a platform must then
-open its own connection to the Contact port for its requests.
+open its own connection to the Contact port for its requests. An INVITE inside an
+established call (a session refresh) is not handled: SIPp aborts that call.
+
+Fixture: ``gb_device`` (a factory of started devices, closed at teardown), available once
+``"tests.peers.gb28181.device"`` is listed in ``pytest_plugins`` (tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -9,10 +9,11 @@ The sender (``python -m tests.peers.gb28181.media send --file F --host H --port 
 --ssrc S [--tcp] [--loop]``) is what the device's UAS scenario starts on ACK. GStreamer has
 no PS payloader, hence this small packetizer:
 
-- the file is cut into access units: a unit starts at a video PES that carries a PTS and
-  takes along the pack header, system header and PSM just before it (PES without a PTS
-  continue the unit). Files without any video PTS are cut at pack headers and timed by
-  their SCR;
+- the file is cut into access units: a unit starts at a video PES whose PTS differs from
+  the previous one, and takes along the pack header, system header and PSM just before it
+  (PES without a PTS, or with the same PTS, continue the unit: mpegpsmux cuts a frame
+  larger than 64 KiB into several PES and repeats the PTS on each). Files without any
+  video PTS are cut at pack headers and timed by their SCR;
 - each unit becomes RTP packets (payload type 96, payload <= 1400 bytes) sharing one
   90 kHz timestamp taken from the PTS, the marker bit on its last packet; units are paced
   in real time from their timestamps;
@@ -77,7 +78,7 @@ CLOCK_RATE = 90_000
 _PIPELINE_VERSION = "1"  # bump when the pipeline changes, to invalidate cached files
 
 Codec = Literal["h264", "h265"]
-Motion = Literal["ball", "static"]
+Motion = Literal["ball", "static", "snow"]
 
 
 def make_ps_file(
@@ -99,6 +100,8 @@ def make_ps_file(
     which a ball moves: during the first ``moving_s`` seconds (the whole clip when None) for
     ``motion="ball"``; never for ``motion="static"`` (the ball stands still). Looped by the
     sender, a clip with ``moving_s`` shorter than ``seconds`` moves now and then.
+    ``motion="snow"`` replaces the bars by random noise: every frame changes everywhere and
+    is as large as the bitrate allows (heavy streams, frames split over several PES).
 
     The file is made once per set of parameters in :data:`CACHE_DIR`; with ``path`` it is
     copied there too. ``codec="h265"`` raises ValueError: mpegpsmux cannot mux H.265.
@@ -109,7 +112,8 @@ def make_ps_file(
     moving = frames if moving_s is None else min(frames, round(moving_s * fps))
     if motion == "static":
         moving = 1
-    pipeline = _pipeline(frames, moving, fps, width, height, profile, bitrate_kbps)
+    background = "snow" if motion == "snow" else "smpte100"
+    pipeline = _pipeline(frames, moving, fps, (width, height), profile, bitrate_kbps, background)
     key = hashlib.sha256(f"{_PIPELINE_VERSION}|{' '.join(pipeline)}".encode()).hexdigest()[:16]
     cached = CACHE_DIR / f"{motion}-{width}x{height}-{fps}fps-{frames}f-{profile}-{key}.ps"
     if not cached.exists():
@@ -121,8 +125,15 @@ def make_ps_file(
 
 
 def _pipeline(
-    frames: int, moving: int, fps: int, width: int, height: int, profile: str, kbps: int
+    frames: int,
+    moving: int,
+    fps: int,
+    size: tuple[int, int],
+    profile: str,
+    kbps: int,
+    background: str,
 ) -> list[str]:
+    width, height = size
     box_w, box_h = _even(width // 4), _even(height // 4)
     x, y = _even(width - box_w - width // 16), _even(height - box_h - height // 16)
     preset = "ultrafast" if profile == "baseline" else "superfast"  # ultrafast: no CABAC
@@ -133,7 +144,7 @@ def _pipeline(
         f"! x264enc tune=zerolatency speed-preset={preset} key-int-max={fps} bitrate={kbps}",
         f"! video/x-h264,profile={profile} ! h264parse config-interval=-1 ! mpegpsmux",
         "! filesink location=@OUT@",
-        f"videotestsrc pattern=smpte100 num-buffers={frames}",
+        f"videotestsrc pattern={background} num-buffers={frames}",
         f"! video/x-raw,width={width},height={height},framerate={fps}/1 ! mix.",
         f"videotestsrc pattern=ball num-buffers={moving}",
         f"! video/x-raw,width={box_w},height={box_h},framerate={fps}/1 ! mix.",
@@ -183,11 +194,14 @@ class _Unit:
 def read_ps_frames(data: bytes) -> list[PsFrame]:
     """Cut a program stream into access units (see the module docstring)."""
     units = list(_units(data))
-    if any(_is_video(u.code) and u.pts is not None for u in units):
-        starts = [i for i, u in enumerate(units) if _is_video(u.code) and u.pts is not None]
-        starts = [_with_leading_headers(units, i) for i in starts]
-        timing = [_first_video_pts(units, i) for i in starts]
-    else:
+    starts: list[int] = []
+    timing: list[int] = []
+    for index, unit in enumerate(units):
+        # mpegpsmux repeats the PTS on every PES of a frame too large for one (> 64 KiB)
+        if _is_video(unit.code) and unit.pts is not None and unit.pts not in timing[-1:]:
+            starts.append(_with_leading_headers(units, index))
+            timing.append(unit.pts)
+    if not starts:
         starts = [i for i, u in enumerate(units) if u.code == 0xBA]
         timing = [units[i].pts or 0 for i in starts]
     if not starts:
@@ -208,10 +222,6 @@ def _with_leading_headers(units: list[_Unit], index: int) -> int:
     while index > 0 and units[index - 1].code in (0xBA, 0xBB, 0xBC):
         index -= 1
     return index
-
-
-def _first_video_pts(units: list[_Unit], index: int) -> int:
-    return next(u.pts for u in units[index:] if _is_video(u.code) and u.pts is not None)
 
 
 def _units(data: bytes) -> Iterator[_Unit]:
