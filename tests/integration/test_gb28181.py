@@ -6,7 +6,9 @@ device is SIPp's scenarios and an RTP sender of an MPEG-PS stream muxed by GStre
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import socket
 import subprocess
 import sys
 import time
@@ -421,3 +423,85 @@ def test_twenty_channels_of_an_nvr_stream_side_by_side(
     assert all(r == pytest.approx(10, rel=0.15) for r in rates), rates
     invites = device.events("INVITE")
     assert len({e.fields["ssrc"] for e in invites}) == len(invites)  # one SSRC per stream
+
+
+def _sip(method: str, sip_port: int, src_port: int, *, body: bytes = b"") -> bytes:
+    """A well-formed request, as a hostile or broken device might send it (raw bytes)."""
+    head = (
+        f"{method} sip:34020000002000000001@3402000000 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{src_port};rport;branch=z9hG4bK{time.time_ns()}\r\n"
+        f"From: <sip:{DEVICE}@3402000000>;tag=1\r\nTo: <sip:34020000002000000001@3402000000>\r\n"
+        f"Call-ID: {time.time_ns()}@127.0.0.1\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_hostile_sip_is_counted_answered_and_the_endpoint_keeps_serving(
+    platform_factory: Callable[..., Platform], gb_device: Callable[..., GbDevice]
+) -> None:
+    platform = platform_factory()
+    target = ("127.0.0.1", platform.sip_port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        port = sock.getsockname()[1]
+        for garbage in (b"\x00\xff" * 300, b"REGISTER\r\n\r\n", b"SIP/2.0 banana\r\n\r\n"):
+            sock.sendto(garbage, target)
+        sock.sendto(_sip("FOO", platform.sip_port, port), target)
+        assert sock.recv(65536).startswith(b"SIP/2.0 501")
+        sock.sendto(_sip("SUBSCRIBE", platform.sip_port, port), target)
+        answer = sock.recv(65536)
+        assert answer.startswith(b"SIP/2.0 405") and b"Allow:" in answer
+    wait_for(lambda: platform.metric("xueliang_gb28181_sip_malformed_total") >= 3, 5, "counted")
+    assert platform.metric("xueliang_gb28181_sip_unknown_method_total") >= 2
+
+    # Over TCP, a message that never ends is cut at 64 KiB and the connection closed.
+    with socket.create_connection(target, timeout=5) as tcp:
+        with contextlib.suppress(OSError):
+            tcp.sendall(b"MESSAGE sip:x SIP/2.0\r\nX-Long: " + b"a" * 70_000)
+        assert tcp.recv(100) == b""
+    assert platform.metric("xueliang_gb28181_sip_malformed_total") >= 4
+
+    # A flood from one address is cut; the endpoint is still there afterwards.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+        for n in range(400):
+            flood.sendto(_sip("REGISTER", platform.sip_port, 9), target)
+            if n % 20 == 0:
+                time.sleep(0.005)  # not faster than the socket buffer can take
+    wait_for(
+        lambda: platform.metric("xueliang_gb28181_sip_rate_limited_total") >= 200, 5, "dropped"
+    )
+    time.sleep(2.5)  # the address's bucket refills
+    device = gb_device(DEVICE, PASSWORD, platform_port=platform.sip_port, keepalive_s=0)
+    assert device.register().ok
+
+
+def test_a_mute_device_and_garbage_rtp_say_what_is_wrong(
+    platform_factory: Callable[..., Platform],
+    gb_device: Callable[..., GbDevice],
+    ps_file: Path,
+) -> None:
+    platform = platform_factory()
+    device = _registered_with_catalog(platform, gb_device, 2, ps_file)
+    talking, mute = device.channels
+    camera = _camera_for(platform, talking.channel_id)
+    wait_for(lambda: _status(platform, camera["id"])["fps"], 20, "online with a rate")
+    port = int(device.events("INVITE")[-1].fields["port"])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for n in range(200):
+            sock.sendto(bytes([n % 256]) * (n + 1), ("127.0.0.1", port))
+    wait_for(
+        lambda: platform.metric("xueliang_gb28181_rtp_malformed_total") > 50, 5, "garbage counted"
+    )
+    assert _status(platform, camera["id"])["state"] == "online"
+
+    device.mute = True  # answers the INVITE, sends nothing
+    silent = _camera_for(platform, mute.channel_id, "silent")
+    error = wait_for(
+        lambda: _status(platform, silent["id"]).get("last_error"), 30, "the silent camera's error"
+    )
+    assert "sent no media" in error, error
+    assert _status(platform, silent["id"])["state"] == "offline"
+    assert platform.metric("xueliang_gb28181_rtp_no_media_total") >= 1
+    assert _status(platform, camera["id"])["state"] == "online"
