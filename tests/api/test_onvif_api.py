@@ -15,6 +15,10 @@ from tests.conftest import free_port
 SECRET = "Onv1f-Pass-Word"
 
 
+def _channel(**extra: object) -> dict[str, object]:
+    return {"device_id": "34020000001320000001", "channel_id": "34020000001310000001", **extra}
+
+
 def _onvif(**extra: object) -> dict[str, object]:
     return {"host": "127.0.0.1", "port": 1, "username": "admin", "password": SECRET, **extra}
 
@@ -22,8 +26,23 @@ def _onvif(**extra: object) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("body", "field", "says"),
     [
-        ({"name": "x"}, "rtsp_url", "either rtsp_url or onvif is required"),
-        ({"name": "x", "rtsp_url": "rtsp://h/x", "onvif": _onvif()}, "rtsp_url", "not both"),
+        ({"name": "x"}, "rtsp_url", "one of rtsp_url, onvif or gb28181 is required"),
+        (
+            {"name": "x", "rtsp_url": "rtsp://h/x", "onvif": _onvif()},
+            "rtsp_url",
+            "not onvif and rtsp_url",
+        ),
+        (
+            {"name": "x", "rtsp_url": "rtsp://h/x", "gb28181": _channel()},
+            "rtsp_url",
+            "not gb28181 and rtsp_url",
+        ),
+        (
+            {"name": "x", "substream_url": "rtsp://h/y", "gb28181": _channel()},
+            "substream_url",
+            "one stream",
+        ),
+        ({"name": "x", "gb28181": _channel(channel_id="123")}, "channel_id", "pattern"),
         (
             {"name": "x", "substream_url": "rtsp://h/x", "onvif": _onvif()},
             "substream_url",

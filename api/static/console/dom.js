@@ -1,4 +1,4 @@
-// DOM helpers of the console: element creation without innerHTML (CSP-safe, no markup
+// DOM helpers of the console: element creation without parsing HTML strings (CSP-safe, no markup
 // injection), badges, the main area and error boxes.
 
 import { t } from "./i18n.js";
