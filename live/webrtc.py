@@ -18,10 +18,12 @@ WebRTC is not a blind pipe (aiortc issue #449), so the feed:
   the live packets follow with the camera's own frame spacing (:class:`_Timeline`);
 - answers a browser's keyframe request (PLI/FIR) by replaying the cached GOP the same
   way, since a camera cannot be asked for an IDR;
-- checks the stream: browsers decode only 8-bit 4:2:0 H.264 in a profile the SDP agrees on
-  (PR #705: High 4:2:2 shows nothing in Chrome). Anything else, or a browser that offers
-  no compatible profile, gets a :class:`TranscodeFeed`: one decoder + one baseline
-  encoder per camera (not per viewer), downscaled, fed from the same passthrough feed.
+- checks the stream: browsers decode 8-bit 4:2:0 H.264 (Constrained Baseline, Baseline,
+  Main, High) whatever profile the SDP names, so the answer picks one of the browser's
+  offered H.264 payload types for it (:mod:`live.negotiation`); High 4:2:2 shows nothing
+  in Chrome (aiortc PR #705). Anything else gets a :class:`TranscodeFeed`: one decoder +
+  one baseline encoder per camera (not per viewer), downscaled, fed from the same
+  passthrough feed.
 
 Everything except the transcoder's worker thread runs on the event loop; the ring calls
 the tap from the reader thread and the tap hands over with ``call_soon_threadsafe``.
@@ -37,31 +39,21 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal, Protocol
 
 import av
 import av.error
-from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCSessionDescription,
-)
-from aiortc import sdp as aiortc_sdp
-from aiortc.codecs import CODECS
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtcrtpparameters import (
-    RTCRtcpFeedback,
-    RTCRtpCodecCapability,
-    RTCRtpCodecParameters,
-)
 
-from config.errors import XueliangError
 from ingest.ring import PacketRing
+from live import negotiation
+from live.errors import BadOfferError, LiveError, LiveUnavailableError, NoCommonCodecError
+from live.h264 import Framing, ParameterSets, annexb
+from live.negotiation import OfferedH264
 from storage.clips import CodecParams, EncodedPacket
 
 __all__ = [
@@ -77,7 +69,6 @@ __all__ = [
     "StreamCheck",
     "TranscodeFeed",
     "check_stream",
-    "to_annexb",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,239 +85,37 @@ SUPERVISE_S = 2.0  # how soon viewers of a removed camera are cut off
 TRANSCODE_MAX = (1280, 720)
 TRANSCODE_QUEUE = 60
 TRANSCODE_GOP_S = 2
-_START = b"\x00\x00\x00\x01"
-_NAL_SPS, _NAL_PPS, _NAL_AUD, _NAL_FILLER = 7, 8, 9, 12
-
-
-class LiveError(XueliangError):
-    """Live view cannot start."""
-
-
-class LiveUnavailableError(LiveError):
-    """The camera is not run by this process or has sent no video yet (try again)."""
-
-
-class BadOfferError(LiveError, ValueError):
-    """The request body is not an SDP offer with a video section."""
-
-
-class NoCommonCodecError(LiveError):
-    """The browser offers no H.264 with packetization-mode 1."""
-
-
-# -- H.264 bitstream ------------------------------------------------------------------------
-
-
-def _split_annexb(data: bytes) -> list[bytes]:
-    """NAL units of an Annex-B buffer (3- or 4-byte start codes)."""
-    units = []
-    i = data.find(b"\x00\x00\x01")
-    while i != -1:
-        start = i + 3
-        i = data.find(b"\x00\x00\x01", start)
-        end = len(data) if i == -1 else i
-        unit = data[start:end].rstrip(b"\x00") if i != -1 else data[start:end]
-        if unit:
-            units.append(unit)
-    return units
-
-
-def _split_avcc(data: bytes, length_size: int) -> list[bytes]:
-    """NAL units of a length-prefixed (MP4 ``avc1``) buffer."""
-    units, pos = [], 0
-    while pos + length_size <= len(data):
-        size = int.from_bytes(data[pos : pos + length_size], "big")
-        pos += length_size
-        if size == 0 or pos + size > len(data):
-            break  # truncated: keep what decoded so far rather than fail the packet
-        units.append(data[pos : pos + size])
-        pos += size
-    return units
-
-
-def _parse_avcc_config(extradata: bytes) -> tuple[list[bytes], int]:
-    """SPS/PPS and the NAL length size of an ``avcC`` box (ISO/IEC 14496-15 5.3.3.1)."""
-    length_size = (extradata[4] & 0x03) + 1
-    sets, pos = [], 6
-    count = extradata[5] & 0x1F
-    for group in range(2):
-        if group == 1:
-            if pos >= len(extradata):
-                break
-            count, pos = extradata[pos], pos + 1
-        for _ in range(count):
-            size = int.from_bytes(extradata[pos : pos + 2], "big")
-            sets.append(extradata[pos + 2 : pos + 2 + size])
-            pos += 2 + size
-    return sets, length_size
-
-
-@dataclass(frozen=True, slots=True)
-class _Bitstream:
-    """How a stream's packets are framed, and its out-of-band parameter sets."""
-
-    length_size: int | None  # None: Annex-B
-    parameter_sets: tuple[bytes, ...]
-
-    @classmethod
-    def of(cls, extradata: bytes) -> _Bitstream:
-        if len(extradata) >= 7 and extradata[0] == 1:
-            sets, length_size = _parse_avcc_config(extradata)
-            return cls(length_size, tuple(sets))
-        return cls(None, tuple(_split_annexb(extradata)))
-
-
-def to_annexb(payload: bytes, keyframe: bool, bitstream: _Bitstream) -> bytes:
-    """One access unit as Annex-B, without AUD/filler, SPS/PPS before every keyframe."""
-    if bitstream.length_size is None:
-        units = _split_annexb(payload)
-    else:
-        units = _split_avcc(payload, bitstream.length_size)
-    units = [u for u in units if u[0] & 0x1F not in (_NAL_AUD, _NAL_FILLER)]
-    if keyframe and not any(u[0] & 0x1F == _NAL_SPS for u in units):
-        units = [*bitstream.parameter_sets, *units]
-    return b"".join(_START + u for u in units)
 
 
 # -- What a browser can play --------------------------------------------------------------
 
-# SDP profile-level-ids of the H.264 codecs aiortc may negotiate, and the decoder profiles
-# (aiortc's names) that decode each stream profile: a decoder of a profile decodes its
-# subsets (Constrained Baseline ⊂ Main ⊂ High ⊂ High 4:4:4 Predictive, H.264 A.2).
-_PROFILE_LEVEL_IDS = {
-    "PROFILE_CONSTRAINED_BASELINE": "42e01f",
-    "PROFILE_BASELINE": "42001f",
-    "PROFILE_MAIN": "4d001f",
-    "PROFILE_HIGH": "64001f",
-    "PROFILE_PREDICTIVE_HIGH_444": "f4001f",
-}
-_DECODERS_FOR: dict[str, tuple[str, ...]] = {
-    "Constrained Baseline": (
-        "PROFILE_CONSTRAINED_BASELINE",
-        "PROFILE_BASELINE",
-        "PROFILE_MAIN",
-        "PROFILE_HIGH",
-        "PROFILE_PREDICTIVE_HIGH_444",
-    ),
-    # Cameras' "Baseline" does not use FMO/ASO (which no browser decodes anyway).
-    "Baseline": (
-        "PROFILE_BASELINE",
-        "PROFILE_CONSTRAINED_BASELINE",
-        "PROFILE_MAIN",
-        "PROFILE_HIGH",
-        "PROFILE_PREDICTIVE_HIGH_444",
-    ),
-    "Main": ("PROFILE_MAIN", "PROFILE_HIGH", "PROFILE_PREDICTIVE_HIGH_444"),
-    "High": ("PROFILE_HIGH", "PROFILE_PREDICTIVE_HIGH_444"),
-}
 _BROWSER_PIX_FMTS = ("yuv420p", "yuvj420p")
-# The transcoder's output is Constrained Baseline: every H.264 decoder plays it.
-_TRANSCODED = _DECODERS_FOR["Constrained Baseline"]
-
-
-def _register_h264_profiles() -> None:
-    """Let aiortc negotiate Main, High and High 4:4:4 as well as its two baselines.
-
-    aiortc offers/accepts H.264 only as (Constrained) Baseline because its own encoder
-    makes nothing else; passing a camera's Main/High stream through needs the matching
-    SDP line. Appended once per process, after aiortc's own codecs (same layout).
-    """
-    video = CODECS["video"]
-    present = {c.parameters.get("profile-level-id") for c in video if c.name == "H264"}
-    pt = max(c.payloadType or 0 for c in video) + 1
-    for plid in ("4d001f", "64001f", "f4001f"):
-        if plid in present:
-            continue
-        video.append(
-            RTCRtpCodecParameters(
-                mimeType="video/H264",
-                clockRate=CLOCK_RATE,
-                payloadType=pt,
-                rtcpFeedback=[
-                    RTCRtcpFeedback(type="nack"),
-                    RTCRtcpFeedback(type="nack", parameter="pli"),
-                    RTCRtcpFeedback(type="goog-remb"),
-                ],
-                parameters={
-                    "level-asymmetry-allowed": "1",
-                    "packetization-mode": "1",
-                    "profile-level-id": plid,
-                },
-            )
-        )
-        video.append(
-            RTCRtpCodecParameters(
-                mimeType="video/rtx",
-                clockRate=CLOCK_RATE,
-                payloadType=pt + 1,
-                parameters={"apt": pt},
-            )
-        )
-        pt += 2
-
-
-_register_h264_profiles()
+TRANSCODED_PROFILE = "Constrained Baseline"  # the transcoder's output: every decoder plays it
 
 
 @dataclass(frozen=True, slots=True)
 class StreamCheck:
-    """Whether a camera stream can be passed through, and to which decoder profiles."""
+    """Whether a camera stream can be passed through to browsers, and its H.264 profile."""
 
     passthrough: bool
-    decoders: tuple[str, ...]
+    profile: str | None  # FFmpeg's name, when passed through
     reason: str
 
 
 def check_stream(params: CodecParams | None) -> StreamCheck:
     """Classify a camera's main stream for browsers (codec, profile, chroma, bit depth)."""
     if params is None:
-        return StreamCheck(False, (), "no recordable stream")
+        return StreamCheck(False, None, "no recordable stream")
     ctx = params.template.codec_context if params.template is not None else None
     profile = str(getattr(ctx, "profile", None) or "")
     pix_fmt = str(getattr(ctx, "pix_fmt", None) or "")
     if params.codec_name != "h264":
-        return StreamCheck(False, (), f"codec {params.codec_name} is not H.264")
+        return StreamCheck(False, None, f"codec {params.codec_name} is not H.264")
     if pix_fmt not in _BROWSER_PIX_FMTS:
-        return StreamCheck(False, (), f"pixel format {pix_fmt or '?'} is not 8-bit 4:2:0")
-    decoders = _DECODERS_FOR.get(profile)
-    if decoders is None:
-        return StreamCheck(False, (), f"H.264 profile {profile or '?'} is not browser-safe")
-    return StreamCheck(True, decoders, f"H.264 {profile} {pix_fmt}")
-
-
-def _offered_profiles(offer: str) -> list[str]:
-    """aiortc profile names of the offer's H.264 codecs with packetization-mode 1."""
-    try:
-        description = aiortc_sdp.SessionDescription.parse(offer)
-    except Exception as err:  # aiortc raises assorted errors on malformed SDP
-        raise BadOfferError(f"not an SDP offer: {err}") from err
-    video = [m for m in description.media if m.kind == "video"]
-    if not video:
-        raise BadOfferError("the SDP offer has no video section")
-    found = []
-    for codec in video[0].rtp.codecs:
-        if codec.name != "H264" or str(codec.parameters.get("packetization-mode")) != "1":
-            continue
-        with contextlib.suppress(ValueError):
-            plid = str(codec.parameters.get("profile-level-id", "42e01f"))
-            found.append(aiortc_sdp.parse_h264_profile_level_id(plid)[0].name)
-    return found
-
-
-def _preferences(decoders: Sequence[str]) -> list[RTCRtpCodecCapability]:
-    """aiortc codec capabilities for ``decoders`` in order, with RTX (NACK repair)."""
-    caps = RTCRtpSender.getCapabilities("video").codecs
-    chosen = []
-    for name in decoders:
-        plid = _PROFILE_LEVEL_IDS[name]
-        chosen += [
-            c
-            for c in caps
-            if c.name == "H264"
-            and c.parameters.get("profile-level-id") == plid
-            and str(c.parameters.get("packetization-mode")) == "1"
-        ]
-    return chosen + [c for c in caps if c.name == "rtx"]
+        return StreamCheck(False, None, f"pixel format {pix_fmt or '?'} is not 8-bit 4:2:0")
+    if profile not in negotiation.STREAM_PROFILES:
+        return StreamCheck(False, None, f"H.264 profile {profile or '?'} is not browser-safe")
+    return StreamCheck(True, profile, f"H.264 {profile} {pix_fmt}")
 
 
 # -- Units, feeds and tracks ----------------------------------------------------------------
@@ -451,7 +240,8 @@ class PassthroughFeed(_Feed):
         self._on_stop = on_stop
         self._attached = False
         self._params: CodecParams | None = None
-        self._bitstream = _Bitstream(None, ())
+        self._framing = Framing(None, ())
+        self._parameter_sets = ParameterSets()
         self._check = check_stream(None)
 
     @property
@@ -509,14 +299,15 @@ class PassthroughFeed(_Feed):
         self._params = params
         self._check = check_stream(params)
         extradata = params.extradata if params is not None else b""
-        self._bitstream = _Bitstream.of(extradata)
+        self._framing = Framing.of(extradata)
+        self._parameter_sets = ParameterSets(self._framing.parameter_sets)
 
     def _on_stream_change(self, params: CodecParams | None, spliceable: bool) -> None:
         old = self._check
         self._set_params(params)
         if not spliceable:
             self._gop, self._gop_valid = [], False
-        if (old.passthrough, old.decoders) != (self._check.passthrough, self._check.decoders):
+        if (old.passthrough, old.profile) != (self._check.passthrough, self._check.profile):
             log.warning(
                 "camera %s: stream changed to %s; live viewers reconnect",
                 self.camera_id,
@@ -529,7 +320,8 @@ class PassthroughFeed(_Feed):
             return
         payload = bytes(packet.payload)
         if self._params.codec_name == "h264":
-            payload = to_annexb(payload, packet.is_keyframe, self._bitstream)
+            units = self._framing.units(payload)
+            payload = annexb(self._parameter_sets.complete(units, packet.is_keyframe))
         ts = None
         if packet.pts is not None:
             ts = round(packet.pts * self._params.time_base * CLOCK_RATE)
@@ -757,6 +549,7 @@ class LiveSession:
     pc: RTCPeerConnection
     track: LiveTrack
     mode: Literal["passthrough", "transcode"]
+    codec: OfferedH264  # the browser's payload type it is sent as
     created: float = field(default_factory=time.monotonic)
     connected_after_s: float | None = None
 
@@ -809,32 +602,34 @@ class LiveService:
     # WHEP -----------------------------------------------------------------------------------------
     async def open(self, camera_id: str, offer: str, viewer: str) -> tuple[LiveSession, str]:
         """Answer ``offer`` with a session sending the camera's video; returns the answer SDP."""
-        offered = _offered_profiles(offer)
+        offered = negotiation.offered_h264(offer)
         if not offered:
             raise NoCommonCodecError(
                 "the browser offers no H.264 (packetization-mode=1); live view needs it"
             )
         cam = self._camera(camera_id)
         try:
-            track, mode, decoders = self._track_for(cam, offered)
+            track, mode, codec = self._track_for(cam, offered)
         finally:
             if not cam.passthrough.subscribers:  # nobody could be served: release the tap
                 cam.passthrough.stop()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
-        session = LiveSession(uuid.uuid4().hex, camera_id, viewer, pc, track, mode)
+        session = LiveSession(uuid.uuid4().hex, camera_id, viewer, pc, track, mode, codec)
         self._sessions[session.id] = session
         try:
-            answer = await self._negotiate(session, offer, decoders)
+            answer = await self._negotiate(session, offer)
         except Exception:
             await self.close(session.id)
             raise
         self._watch(session)
         log.info(
-            "camera %s: live session %s for %s (%s, %d viewer(s))",
+            "camera %s: live session %s for %s (%s as H.264 %s, payload type %d; %d viewer(s))",
             camera_id,
             session.id[:8],
             viewer,
             mode,
+            codec.parameters.get("profile-level-id", "42e01f"),
+            codec.payload_type,
             len(self.sessions(camera_id)),
         )
         return session, answer
@@ -882,14 +677,24 @@ class LiveService:
             del self._cameras[feed.camera_id]
 
     def _track_for(
-        self, cam: _Camera, offered: list[str]
-    ) -> tuple[LiveTrack, Literal["passthrough", "transcode"], list[str]]:
+        self, cam: _Camera, offered: list[OfferedH264]
+    ) -> tuple[LiveTrack, Literal["passthrough", "transcode"], OfferedH264]:
+        """A viewer's track on the camera's stream as is when browsers decode it, else on
+        the camera's transcoder; and the offered payload type it is sent as."""
         check = cam.passthrough.check
-        direct = [d for d in check.decoders if d in offered]
-        if check.passthrough and direct:
-            track = LiveTrack(cam.passthrough)
-            cam.passthrough.subscribe(track)
-            return track, "passthrough", direct
+        profile = check.profile if check.passthrough else None
+        codec = negotiation.choose(offered, profile or TRANSCODED_PROFILE)
+        if codec is None:
+            raise NoCommonCodecError(
+                "the browser offers H.264 only in profiles its decoder would not use here"
+            )
+        feed: _Feed = cam.passthrough if profile else self._transcoder(cam)
+        track = LiveTrack(feed)
+        feed.subscribe(track)
+        return track, "passthrough" if profile else "transcode", codec
+
+    def _transcoder(self, cam: _Camera) -> TranscodeFeed:
+        """The camera's transcoder, started (one per camera, however many viewers)."""
         if cam.transcode is None:
             cam.transcode = TranscodeFeed(
                 cam.passthrough,
@@ -897,14 +702,12 @@ class LiveService:
                 on_stop=lambda feed: setattr(cam, "transcode", None),
             )
         cam.transcode.start()
-        track = LiveTrack(cam.transcode)
-        cam.transcode.subscribe(track)
-        return track, "transcode", [d for d in _TRANSCODED if d in offered]
+        return cam.transcode
 
-    async def _negotiate(self, session: LiveSession, offer: str, decoders: list[str]) -> str:
+    async def _negotiate(self, session: LiveSession, offer: str) -> str:
+        """Apply the offer and answer it with exactly the session's chosen payload type."""
         pc = session.pc
         transceiver = pc.addTransceiver(session.track, direction="sendonly")
-        transceiver.setCodecPreferences(_preferences(decoders))
         # aiortc offers no hook for PLI/FIR on a pre-encoded track: route the sender's
         # keyframe request to the track, which replays its GOP (see module docstring).
         sender = transceiver.sender
@@ -913,6 +716,7 @@ class LiveService:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except Exception as err:  # aiortc: ValueError / OperationError on bad SDP
             raise BadOfferError(f"cannot use this SDP offer: {err}") from err
+        negotiation.pin_answer(transceiver, session.codec)
         await pc.setLocalDescription(await pc.createAnswer())
         return str(pc.localDescription.sdp)
 

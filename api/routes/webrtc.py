@@ -13,12 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
 from api.deps import LiveDep, ServicesDep, require
 from api.scope import allows, visible_grid_codes
-from live.webrtc import (
-    BadOfferError,
-    LiveError,
-    LiveUnavailableError,
-    NoCommonCodecError,
-)
+from live.errors import BadOfferError, LiveError, LiveUnavailableError, NoCommonCodecError
 from runtime.services import Services
 from storage import cameras as repo
 from storage.audit import audit
@@ -60,8 +55,9 @@ def _session_url(camera_id: str, session_id: str) -> str:
 async def start_live_view(
     camera_id: str, request: Request, services: ServicesDep, live: LiveDep, who: Operator
 ) -> Response:
-    """Start watching a camera: H.264 passed through from the camera when the browser can
-    decode it, else transcoded once per camera. Every start is audited."""
+    """Start watching a camera: its H.264 passed through when browsers decode it (8-bit
+    4:2:0), as one of the browser's offered H.264 payload types, else transcoded once per
+    camera. Every start is audited."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != SDP:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"send the SDP offer as {SDP}")

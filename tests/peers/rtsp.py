@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import av
@@ -77,10 +77,21 @@ def live_pattern(
     keyint: int | None = None,
     user: str | None = None,
     password: str | None = None,
+    profile: Literal["baseline", "main", "high"] = "baseline",
+    parameter_sets: Literal["in-band", "sdp"] = "in-band",
 ) -> dict[str, Any]:
-    """A live test pattern camera (x264, baseline), optionally behind Basic auth."""
+    """A live test pattern camera (x264), optionally behind Basic auth.
+
+    ``profile`` is the H.264 profile its SPS declares (x264's baseline is Constrained
+    Baseline); ``parameter_sets="sdp"`` sends SPS/PPS only in the SDP's
+    ``sprop-parameter-sets``, never before the IDRs (cameras that send them only at SETUP).
+    """
     mount: dict[str, Any] = {"kind": "testsrc", "width": width, "height": height, "fps": fps}
     mount["keyint"] = keyint or fps
+    if profile != "baseline":
+        mount["profile"] = profile
+    if parameter_sets != "in-band":
+        mount["parameter_sets"] = parameter_sets
     if user is not None:
         mount.update(user=user, password=password or "")
     return mount

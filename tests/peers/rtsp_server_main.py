@@ -16,6 +16,10 @@ CONFIG (JSON)::
 
 Kinds:
 - ``testsrc``: live ``videotestsrc`` with a clock overlay, encoded with x264 (baseline).
+  Options: ``"profile"`` (``baseline`` by default, ``main``, ``high``: the SPS says that
+  profile) and ``"parameter_sets"``: ``"in-band"`` (default: SPS/PPS before every IDR)
+  or ``"sdp"`` (SPS/PPS only in the SDP's ``sprop-parameter-sets``, never in the RTP
+  stream, like cameras that send them only at SETUP).
 - ``file``: any file GStreamer can decode, re-encoded to H.264 at ``fps`` (default 10).
   With ``loop`` (default true) the file plays continuously like a live camera: a
   background pipeline decodes it in real time, seeks back to 0 on EOS and feeds an
@@ -56,12 +60,32 @@ PR_SET_PDEATHSIG = 1
 _keep: list[Any] = []  # background pipelines must outlive main()'s locals
 
 
-def encoder(fps: float, keyint: int, bitrate_kbps: int) -> str:
-    """The H.264 encoder chain every re-encoding mount shares."""
+def encoder(
+    fps: float,
+    keyint: int,
+    bitrate_kbps: int,
+    profile: str = "baseline",
+    parameter_sets: str = "in-band",
+) -> str:
+    """The H.264 encoder chain every re-encoding mount shares.
+
+    x264's ``ultrafast`` preset turns CABAC and the 8x8 transform off, which makes any
+    stream Constrained Baseline whatever the caps ask: Main and High use ``superfast``.
+    ``parameter_sets="sdp"``: AVC output whose SPS/PPS go to the caps' codec_data (hence
+    the SDP's sprop-parameter-sets) and, with ``repeat-headers=0`` and the payloader's
+    ``config-interval=0``, never into the stream.
+    """
+    if parameter_sets not in ("in-band", "sdp"):
+        raise SystemExit(f"parameter_sets must be 'in-band' or 'sdp', not {parameter_sets!r}")
+    preset = "ultrafast" if profile == "baseline" else "superfast"
+    in_band = parameter_sets == "in-band"
+    options = "" if in_band else " option-string=repeat-headers=0"
+    stream_format = "" if in_band else ",stream-format=avc"
     return (
         f"videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency "
-        f"speed-preset=ultrafast key-int-max={keyint} bitrate={bitrate_kbps} "
-        f"! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1"
+        f"speed-preset={preset} key-int-max={keyint} bitrate={bitrate_kbps}{options} "
+        f"! video/x-h264,profile={profile}{stream_format} "
+        f"! rtph264pay name=pay0 pt=96 config-interval={1 if in_band else 0}"
     )
 
 
@@ -73,7 +97,18 @@ def testsrc_launch(m: dict[str, Any]) -> str:
     return (
         f"( videotestsrc is-live=true pattern={m.get('pattern', 'smpte')} "
         f"! video/x-raw,width={w},height={h},framerate={rate.numerator}/{rate.denominator} "
-        f"{overlay}! {encoder(fps, int(m.get('keyint', fps)), int(m.get('bitrate', 1000)))} )"
+        f"{overlay}! {testsrc_encoder(m, fps)} )"
+    )
+
+
+def testsrc_encoder(m: dict[str, Any], fps: float) -> str:
+    """The encoder of a ``testsrc`` mount, with its profile and parameter-set options."""
+    return encoder(
+        fps,
+        int(m.get("keyint", fps)),
+        int(m.get("bitrate", 1000)),
+        str(m.get("profile", "baseline")),
+        str(m.get("parameter_sets", "in-band")),
     )
 
 
