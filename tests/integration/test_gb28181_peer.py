@@ -35,6 +35,8 @@ import pytest
 from tests.peers.gb28181.device import GbDevice, RegisterResult, make_channels
 from tests.peers.gb28181.media import make_ps_file, read_ps_frames
 
+pytestmark = pytest.mark.slow  # the peer's own self-check: make test
+
 HOST = "127.0.0.1"
 DEVICE_ID = "34020000001110000001"  # 111: DVR/NVR
 PLATFORM_ID = "34020000002000000001"

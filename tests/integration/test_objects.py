@@ -308,6 +308,7 @@ def test_s3_presigned_url_downloads_and_wrong_key_is_rejected(
     assert httpx.get(tampered, timeout=10).status_code == 403
 
 
+@pytest.mark.slow
 def test_s3_expired_presigned_url_is_rejected(s3_store: S3ObjectStore) -> None:
     s3_store.put_bytes("clips/e.mp4", b"x")
     url = s3_store.presigned_get_url("clips/e.mp4", timedelta(seconds=1))
@@ -336,6 +337,7 @@ def test_s3_check_against_unreachable_endpoint_fails_fast_with_a_hint() -> None:
         store.put_bytes("k", b"v")
 
 
+@pytest.mark.slow
 def test_s3_outage_then_recovery(seaweedfs_isolated: SeaweedS3) -> None:
     store = seaweedfs_isolated.store()
     store.put_bytes("clips/before.mp4", b"kept")
@@ -355,6 +357,7 @@ def test_s3_outage_then_recovery(seaweedfs_isolated: SeaweedS3) -> None:
     assert list(store.list("clips/")) == ["clips/after.mp4", "clips/before.mp4"]
 
 
+@pytest.mark.slow
 def test_s3_frozen_server_times_out_instead_of_hanging(seaweedfs_isolated: SeaweedS3) -> None:
     store = seaweedfs_isolated.store(policy=S3HttpPolicy(read_timeout_s=1.0, retries=0))
     store.put_bytes("k", b"v")

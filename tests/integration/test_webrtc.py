@@ -47,6 +47,9 @@ from storage.tokens import create_token
 from tests.conftest import LiveServer, wait_for
 from tests.peers.rtsp import RtspServer, h264file_mount, live_pattern
 
+# aiortc's client: make test (Chromium's own stack is tests/e2e/test_live_profiles.py).
+pytestmark = pytest.mark.slow
+
 TOKEN = "xl_test_admin_token_for_live_view_0001"
 FPS = 15
 
