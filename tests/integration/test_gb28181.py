@@ -505,3 +505,30 @@ def test_a_mute_device_and_garbage_rtp_say_what_is_wrong(
     assert _status(platform, silent["id"])["state"] == "offline"
     assert platform.metric("xueliang_gb28181_rtp_no_media_total") >= 1
     assert _status(platform, camera["id"])["state"] == "online"
+
+
+def test_auto_cameras_make_one_camera_per_new_channel(
+    platform_factory: Callable[..., Platform],
+    gb_device: Callable[..., GbDevice],
+    ps_file: Path,
+) -> None:
+    platform = platform_factory(auto_cameras=True)
+    device = _registered_with_catalog(platform, gb_device, 3, ps_file)
+
+    def made() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = platform.http.get("/api/v1/cameras").json()["items"]
+        return [c for c in items if c["gb28181"]]
+
+    cameras = wait_for(lambda: len(made()) == 3 and made(), 15, "three cameras made")
+    by_channel = {c["gb28181"]["channel_id"]: c for c in cameras}
+    for channel in device.channels:
+        camera = by_channel[channel.channel_id]
+        assert camera["name"] == channel.name
+        assert camera["location"]["lon"] == pytest.approx(channel.longitude)
+    channels = (platform.device() or {})["channels"]
+    assert {c["camera_id"] for c in channels} == {c["id"] for c in cameras}
+
+    def all_online() -> bool:
+        return all(_status(platform, c["id"])["state"] == "online" for c in cameras)
+
+    wait_for(all_online, 30, "the three cameras online")
