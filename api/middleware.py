@@ -161,7 +161,11 @@ def install_security(app: FastAPI, settings: Settings, api_prefix: str) -> None:
             allow_credentials=False,  # bearer tokens, no cookies
             max_age=600,
         )
-    app.add_middleware(SecurityHeaders, media_origins=s3_origins(settings))
+    app.add_middleware(
+        SecurityHeaders,
+        media_origins=s3_origins(settings),
+        image_origins=[o for o in [settings.console.map_tiles_origin] if o],
+    )
 
 
 def s3_origins(settings: Settings) -> list[str]:
@@ -182,21 +186,23 @@ def s3_origins(settings: Settings) -> list[str]:
     return origins
 
 
-def console_csp(media_origins: Iterable[str] = ()) -> str:
+def console_csp(media_origins: Iterable[str] = (), image_origins: Iterable[str] = ()) -> str:
     """The console's policy: everything from this origin, no inline code, no framing.
 
     Live video comes from a MediaStream (srcObject: no URL, nothing to allow); clips and
     snapshots come from this origin, or from the object store when it answers with a
     presigned redirect — then its origin is allowed to serve media and fetches (the
-    console's service worker fetches clips).
+    console's service worker fetches clips). The map's base tiles are images from the
+    configured tile server's origin (``console.map_tiles_url``), when there is one.
     """
     extra = "".join(f" {o}" for o in media_origins)
+    images = extra + "".join(f" {o}" for o in image_origins)
     return "; ".join(
         [
             "default-src 'none'",
             "script-src 'self'",
             "style-src 'self'",
-            f"img-src 'self' blob: data:{extra}",
+            f"img-src 'self' blob: data:{images}",
             f"media-src 'self' blob:{extra}",
             f"connect-src 'self'{extra}",
             "font-src 'self'",
@@ -245,9 +251,11 @@ class SecurityHeaders:
     or through a proxy uvicorn trusts for X-Forwarded-Proto).
     """
 
-    def __init__(self, app: ASGIApp, media_origins: Iterable[str] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, media_origins: Iterable[str] = (), image_origins: Iterable[str] = ()
+    ) -> None:
         self.app = app
-        self.console = console_csp(media_origins)
+        self.console = console_csp(media_origins, image_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

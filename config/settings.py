@@ -7,6 +7,7 @@ loaded once at start-up and never mutated; every knob has a description and boun
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -265,6 +266,14 @@ class ServerSettings(_Section):
         le=4 << 30,
         description="Largest body of POST /grids/import (a city's GeoJSON boundaries).",
     )
+    advertise_url: str | None = Field(
+        default=None,
+        max_length=500,
+        pattern=r"^https?://[^\s/?#]+/?$",
+        description="This process's HTTP base URL as the installation's other processes "
+        "reach it (e.g. a camera worker asking the GB/T 28181 endpoint to INVITE); "
+        "`http://HOST:PORT` when unset (this machine's name when HOST is 0.0.0.0 or ::).",
+    )
 
 
 class GB28181Settings(_Section):
@@ -334,6 +343,77 @@ class GB28181Settings(_Section):
         return low, high
 
 
+#: A host name or IPv4 address (what may go into the console's CSP as a tile origin).
+_HOST = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
+
+
+def tiles_origin(template: str) -> str | None:
+    """The origin serving a tile URL template, as a CSP source; None for this origin.
+
+    A ``{s}`` (Leaflet's subdomain) in the host's first label becomes a wildcard
+    (``https://t{s}.tianditu.gov.cn/…`` → ``https://*.tianditu.gov.cn``). Raises
+    ValueError for anything that is not a plain http(s) origin (it goes into a header).
+    """
+    if template.startswith("/") and not template.startswith("//"):
+        return None
+    parts = urlsplit(template)
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host or parts.username or parts.password:
+        raise ValueError("must be an http(s) URL or a path on this server (/tiles/{z}/{x}/{y}.png)")
+    first, _, rest = host.partition(".")
+    if "{s}" in first and "." in rest and _HOST.match(first.replace("{s}", "a")):
+        host = "*." + rest
+    if not _HOST.match(host.removeprefix("*.")):
+        raise ValueError(f"host {host!r}: a name or IPv4 address, `{{s}}` only in its first label")
+    port = f":{parts.port}" if parts.port else ""  # .port raises ValueError when not a number
+    return f"{parts.scheme}://{host}{port}"
+
+
+class ConsoleSettings(_Section):
+    """The operator console's map view: optional base tiles (the city's own GIS, 天地图)."""
+
+    map_tiles_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Tile URL template of the map's base layer, Leaflet style, Web Mercator "
+        "(EPSG:3857): `{z}`, `{x}`, `{y}` (or `{-y}`), `{s}` for a subdomain, e.g. "
+        "`https://t{s}.tianditu.gov.cn/vec_w/wmts?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0"
+        "&LAYER=vec&STYLE=default&TILEMATRIXSET=w&FORMAT=tiles&TILEMATRIX={z}&TILEROW={y}"
+        "&TILECOL={x}&tk=KEY` or `/tiles/{z}/{x}/{y}.png`. Every browser gets it (a key in it "
+        "is public) and the console's CSP allows its origin for images. Unset: grids and "
+        "cameras on a plain background.",
+    )
+    map_subdomains: str = Field(
+        default="abc",
+        pattern=r"^[A-Za-z0-9]{1,16}$",
+        description="The values `{s}` takes, one character each (天地图: `01234567`).",
+    )
+    map_attribution: str | None = Field(
+        default=None,
+        max_length=300,
+        description="Credit for the tiles, shown as plain text in the map's corner "
+        "(e.g. `审图号 GS(2024)0568号 · 天地图`).",
+    )
+
+    @field_validator("map_tiles_url")
+    @classmethod
+    def _tile_template(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if any(c.isspace() or not c.isprintable() for c in url):
+            raise ValueError("must not contain spaces or control characters")
+        if "{z}" not in url or "{x}" not in url or ("{y}" not in url and "{-y}" not in url):
+            raise ValueError("must contain {z}, {x} and {y} (or {-y}, rows counted from the south)")
+        tiles_origin(url)
+        return url
+
+    @property
+    def map_tiles_origin(self) -> str | None:
+        """Where tiles come from (a CSP source), when they come from another origin."""
+        return tiles_origin(self.map_tiles_url) if self.map_tiles_url else None
+
+
 class Settings(BaseSettings):
     """All of Xueliang's configuration."""
 
@@ -360,6 +440,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     server: ServerSettings = ServerSettings()
     gb28181: GB28181Settings = GB28181Settings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -60,6 +60,7 @@ def _out(row: Camera) -> CameraOut:
         analytics=AnalyticsIn.model_validate(row.analytics),
         recording=RecordingIn.model_validate(row.recording),
         enabled=row.enabled,
+        ptz=bool(row.onvif and row.onvif.get("device", {}).get("ptz")),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

@@ -6,7 +6,8 @@ runs. Every answer carries a strict Content-Security-Policy (scripts and styles 
 origin only, no inline code, no framing; set for the whole app by
 ``api.middleware.SecurityHeaders``, which knows the object store's origin), and caching fits
 each kind of file: the page is revalidated on every load (so a deploy is seen at once),
-assets are revalidated by their ETag (cheap 304s on a modest PC).
+assets are revalidated by their ETag (cheap 304s on a modest PC). ``/console/config.json``
+is what the page needs of the settings (the map's base tiles): public, no secrets in it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from api.deps import ServicesDep
 
 STATIC = Path(__file__).resolve().parent.parent / "static" / "console"
 
@@ -48,6 +51,15 @@ def console_no_slash() -> RedirectResponse:
 def console_page(request: Request) -> Response:
     """The single page of the console (the app routes by ``location.hash``)."""
     return _serve("index.html", request, cache="no-cache")
+
+
+@router.get("/console/config.json")
+def console_config(services: ServicesDep) -> JSONResponse:
+    """The console's settings, read by the page (no token needed: nothing secret in it)."""
+    c = services.settings.console
+    tiles = {"url": c.map_tiles_url, "subdomains": c.map_subdomains} if c.map_tiles_url else None
+    body = {"map": {"tiles": tiles, "attribution": c.map_attribution}}
+    return JSONResponse(body, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/console/{name:path}")

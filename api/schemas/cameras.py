@@ -199,6 +199,11 @@ class CameraOut(BaseModel):
     analytics: AnalyticsIn
     recording: RecordingIn
     enabled: bool
+    ptz: bool = Field(
+        default=False,
+        description="The camera can be steered with `POST /cameras/{id}/ptz`: it was "
+        "registered through ONVIF and its probe found a PTZ service.",
+    )
     created_at: datetime
     updated_at: datetime
 

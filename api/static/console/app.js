@@ -4,7 +4,7 @@
 // stream read with fetch() (EventSource cannot send an Authorization header).
 //
 // This entry module routes and starts; the rest is one module per view (login.js,
-// queue.js, incident.js, wall.js, camera.js, grids.js for the side bar) on shared ones
+// queue.js, incident.js, wall.js, camera.js, map.js, grids.js for the side bar) on shared ones
 // (api.js, dom.js, state.js, live.js, evidence.js, i18n.js). The service worker sw.js
 // only adds the token to evidence requests.
 
@@ -15,6 +15,7 @@ import { renderGridTree } from "./grids.js";
 import { LANGUAGES, lang, setLang, translate } from "./i18n.js";
 import { renderIncident } from "./incident.js";
 import { afterLogin, renderLogin } from "./login.js";
+import { renderMap } from "./map.js";
 import { renderQueue } from "./queue.js";
 import { setRouter, state } from "./state.js";
 import { renderWall } from "./wall.js";
@@ -34,6 +35,7 @@ function route() {
   }
   if (section === "incidents") state.view = id ? renderIncident(id) : renderQueue();
   else if (section === "cameras") state.view = id ? renderCamera(id) : renderWall();
+  else if (section === "map") state.view = renderMap();
   else {
     location.hash = "#/incidents";
     return;

@@ -1,10 +1,12 @@
-// The camera page (#/cameras/{id}): live video (WebRTC, retried while the camera is
-// unavailable), the camera's status and availability, and its recent incidents.
+// The camera page (#/cameras/{id}): live video (WebRTC, reconnecting by itself while the
+// camera is unavailable), PTZ controls for a camera that has them, the camera's status and
+// availability, and its recent incidents.
 
 import { getJson } from "./api.js";
 import { badge, errorBox, h, show } from "./dom.js";
 import { formatTime, t } from "./i18n.js";
-import { openLive } from "./live.js";
+import { LiveView, liveText } from "./live.js";
+import { ptzControls } from "./ptz.js";
 import { state } from "./state.js";
 import { STATUS_REFRESH_MS, stateBadge } from "./wall.js";
 
@@ -22,45 +24,35 @@ export function renderCamera(id) {
   const button = h("button", { type: "button", class: "secondary" }, t("camera.live_stop"));
   const facts = h("dl", { class: "facts", id: "camera-status" });
   const recent = h("ul", { class: "recent" });
+  const controls = h("div", { class: "actions" }, button);
   show(
     h("p", {}, h("a", { href: "#/cameras" }, "← " + t("camera.back"))),
     h("h1", {}, camera?.name ?? id),
     h("div", { class: "incident" },
-      h("section", { class: "media", "aria-label": t("camera.live") }, h("div", { class: "screen big" }, video), h("div", { class: "actions" }, button), liveNote),
+      h("section", { class: "media", "aria-label": t("camera.live") }, h("div", { class: "screen big" }, video), controls, liveNote),
       h("div", { class: "side-col" },
         h("section", { class: "card" }, h("h2", {}, t("camera.status")), facts),
         h("section", { class: "card" }, h("h2", {}, t("camera.recent")), recent))),
   );
-  /** @type {import("./live.js").LiveSession | null} */
-  let live = null;
-  let stopped = false;
-  let retry = null;
-
-  async function start() {
-    liveNote.textContent = t("camera.live_connecting");
+  const live = new LiveView(id, video, (view) => {
+    liveNote.textContent = liveText(view);
+    video.dataset.live = view.state;
+    button.textContent = t(view.active ? "camera.live_stop" : "camera.live_start");
+  });
+  button.addEventListener("click", () => (live.active ? live.stop() : live.start()));
+  /** @type {ReturnType<typeof ptzControls> | null} */
+  let ptz = null;
+  let gone = false;
+  async function loadPtz() {
     try {
-      live = await openLive(id, video);
-      liveNote.textContent = "";
-      button.textContent = t("camera.live_stop");
-      live.pc.addEventListener("connectionstatechange", () => {
-        if (["failed", "closed"].includes(live?.pc.connectionState) && !stopped) {
-          live.close();
-          live = null;
-          retry = setTimeout(start, 3000);
-        }
-      });
-    } catch (err) {
-      liveNote.textContent = t("camera.live_failed", { detail: err.message });
-      if (!stopped && err.status === 503) retry = setTimeout(start, 3000);
+      const found = await getJson(`/cameras/${encodeURIComponent(id)}`);
+      if (!found.ptz || gone) return;
+      ptz = ptzControls(id);
+      controls.after(ptz.el);
+    } catch {
+      /* no PTZ shown */
     }
   }
-  button.addEventListener("click", () => {
-    if (live) {
-      live.close();
-      live = null;
-      button.textContent = t("camera.live_start");
-    } else start();
-  });
 
   async function refreshStatus() {
     try {
@@ -72,6 +64,7 @@ export function renderCamera(id) {
         getJson(`/cameras/${encodeURIComponent(id)}/status`),
         getJson(`/cameras/availability?since=${encodeURIComponent(since)}`).catch(() => null),
       ]);
+      live.cameraState(st.state);
       const ratio = availability?.cameras?.find((c) => c.camera_id === id)?.ratio;
       /** @param {string} label @param {string | Node} value */
       const row = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
@@ -102,7 +95,8 @@ export function renderCamera(id) {
       /* optional */
     }
   }
-  start();
+  live.start();
+  loadPtz();
   refreshStatus();
   loadRecent();
   const timer = setInterval(refreshStatus, STATUS_REFRESH_MS);
@@ -113,10 +107,10 @@ export function renderCamera(id) {
       else if (event.type.startsWith("incident.")) loadRecent();
     },
     cleanup() {
-      stopped = true;
-      clearTimeout(retry);
+      gone = true;
       clearInterval(timer);
-      live?.close();
+      live.stop();
+      ptz?.stop();
     },
   };
 }

@@ -1,5 +1,6 @@
 // The grid tree in the side bar (网格: the administrative grid cells cameras belong to).
-// Picking a grid filters the queue and the wall to its whole subtree.
+// Picking a grid filters the queue and the wall to its whole subtree (so does clicking it
+// on the map, through selectGrid).
 
 import { api, apiError } from "./api.js";
 import { h } from "./dom.js";
@@ -34,14 +35,7 @@ export function renderGridTree() {
     box.replaceChildren(h("p", { class: "hint" }, t("grids.none")));
     return;
   }
-  /** @type {GridsByParent} */
-  const byParent = new Map();
-  const codes = new Set(state.grids.map((g) => g.code));
-  for (const grid of state.grids) {
-    const parent = codes.has(grid.parent_code) ? grid.parent_code : null;
-    if (!byParent.has(parent)) byParent.set(parent, []);
-    byParent.get(parent).push(grid);
-  }
+  const byParent = gridsByParent();
   /** @param {Grid} grid @returns {HTMLLIElement} */
   const node = (grid) =>
     h(
@@ -56,6 +50,32 @@ export function renderGridTree() {
     t("grids.all"),
   );
   box.replaceChildren(all, h("ul", { class: "tree" }, (byParent.get(null) || []).map(node)));
+}
+
+/** Grids by parent code (null: the roots, whose parent is not in the list).
+ *  @param {Grid[]} [grids]
+ *  @returns {GridsByParent} */
+function gridsByParent(grids = state.grids) {
+  /** @type {GridsByParent} */
+  const byParent = new Map();
+  const codes = new Set(grids.map((g) => g.code));
+  for (const grid of grids) {
+    const parent = codes.has(grid.parent_code) ? grid.parent_code : null;
+    if (!byParent.has(parent)) byParent.set(parent, []);
+    byParent.get(parent).push(grid);
+  }
+  return byParent;
+}
+
+/**
+ * Select the grid with this code (null: all grids), as picking it in the tree does.
+ * @param {string | null} code
+ * @param {boolean} [rerender] false: keep the current view (the map highlights it itself)
+ * @param {Grid[]} [grids] where to find it and its subtree (the map has every page of them)
+ */
+export function selectGrid(code, rerender = true, grids = state.grids) {
+  const grid = code === null ? null : grids.find((g) => g.code === code);
+  if (grid !== undefined) pickGrid(grid, gridsByParent(grids), rerender);
 }
 
 /**
@@ -80,8 +100,9 @@ function gridButton(grid, byParent) {
 /**
  * @param {Grid | null} grid
  * @param {GridsByParent} [byParent]
+ * @param {boolean} [rerender]
  */
-function pickGrid(grid, byParent) {
+function pickGrid(grid, byParent, rerender = true) {
   if (!grid) state.grid = null;
   else {
     /** @type {Set<string>} */
@@ -95,5 +116,5 @@ function pickGrid(grid, byParent) {
     state.grid = { code: grid.code, name: grid.name || grid.code, codes, leaf: codes.size === 1 };
   }
   renderGridTree();
-  route();
+  if (rerender) route();
 }

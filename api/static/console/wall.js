@@ -1,10 +1,12 @@
-// The camera wall (#/cameras): a tile per camera of the selected grid, with its state and
-// a snapshot refreshed every few seconds, or live video (WebRTC) for a few tiles at once.
+// The camera wall (#/cameras): the cameras of the selected grid in a layout of 1, 4, 9 or
+// 16 tiles (remembered in localStorage), page by page. Each tile shows its camera's name,
+// state and a snapshot refreshed every few seconds, or live video (WebRTC, reconnecting by
+// itself after drops) for a few tiles at once.
 
 import { blobUrl, getJson } from "./api.js";
 import { badge, h, show } from "./dom.js";
 import { t } from "./i18n.js";
-import { liveSessions, openLive } from "./live.js";
+import { LiveView, liveText } from "./live.js";
 import { inGrid, state } from "./state.js";
 
 /** @typedef {import("./api.js").Camera} Camera */
@@ -14,6 +16,18 @@ import { inGrid, state } from "./state.js";
 const MAX_LIVE_TILES = 4; // WebRTC tiles decode in the browser: keep a modest PC responsive
 const SNAPSHOT_REFRESH_MS = 2000;
 export const STATUS_REFRESH_MS = 4000;
+const LAYOUTS = [1, 2, 3, 4]; // tiles per side: 1×1, 2×2, 3×3, 4×4
+const LAYOUT_KEY = "xl.wall.layout"; // tiles per side (not a secret: localStorage)
+const LIVE_KEY = "xl.wall.live"; // "1": the page's first tiles play live by themselves
+let page = 0; // the wall's page, kept while the console runs
+
+/** @typedef {ReturnType<typeof wallTile>} Tile */
+
+/** The remembered layout (tiles per side), 2×2 by default. */
+function savedSide() {
+  const side = Number(localStorage.getItem(LAYOUT_KEY));
+  return LAYOUTS.includes(side) ? side : 2;
+}
 
 /** A camera's state as a badge ("connecting" until known).
  *  @param {CameraStatus | null | undefined} st */
@@ -25,25 +39,66 @@ export function stateBadge(st) {
 /** @returns {View} */
 export function renderWall() {
   const cameras = [...state.cameras.values()].filter((c) => inGrid(c.grid_code));
+  let side = savedSide();
+  let liveAll = localStorage.getItem(LIVE_KEY) === "1";
   const grid = h("ul", { class: "wall", id: "wall" });
   const note = h("p", { class: "hint", role: "status" });
+  const limitNote = h("p", { class: "hint", id: "wall-limit" });
+  const bar = wallBar(side, liveAll);
   show(
     h("div", { class: "title-row" },
       h("h1", {}, t("wall.title")),
       state.grid ? h("span", { class: "chip" }, t("queue.grid_filter", { grid: state.grid.name })) : null),
+    cameras.length ? bar.el : null,
     note,
+    limitNote,
     cameras.length ? grid : h("p", { class: "hint" }, t("wall.empty")),
   );
-  const tiles = cameras.map((camera) => wallTile(camera, note));
-  grid.append(...tiles.map((tile) => tile.el));
+  /** @type {Tile[]} */
+  let tiles = [];
+  const liveTiles = () => tiles.filter((tile) => tile.live).length;
+
+  function renderPage() {
+    tiles.forEach((tile) => tile.dispose());
+    const perPage = side * side;
+    const pages = Math.max(1, Math.ceil(cameras.length / perPage));
+    page = Math.min(page, pages - 1);
+    tiles = cameras
+      .slice(page * perPage, (page + 1) * perPage)
+      .map((camera) => wallTile(camera, note, () => liveTiles() < MAX_LIVE_TILES));
+    grid.dataset.layout = String(side);
+    grid.replaceChildren(...tiles.map((tile) => tile.el));
+    bar.showPage(page, pages);
+    limitNote.textContent =
+      perPage > MAX_LIVE_TILES ? t("wall.live_note", { n: MAX_LIVE_TILES, s: SNAPSHOT_REFRESH_MS / 1000 }) : "";
+    note.textContent = "";
+    if (liveAll) tiles.slice(0, MAX_LIVE_TILES).forEach((tile) => tile.startLive());
+    tiles.forEach((tile) => {
+      tile.refreshStatus();
+      tile.refreshImage();
+    });
+  }
+  bar.onLayout((next) => {
+    page = Math.floor((page * side * side) / (next * next)); // keep the first tile in view
+    side = next;
+    localStorage.setItem(LAYOUT_KEY, String(side));
+    renderPage();
+  });
+  bar.onPage((delta) => {
+    page += delta;
+    renderPage();
+  });
+  bar.onLive((on) => {
+    liveAll = on;
+    localStorage.setItem(LIVE_KEY, on ? "1" : "0");
+    if (!on) tiles.forEach((tile) => tile.stopLive());
+    else tiles.filter((tile) => !tile.live).slice(0, MAX_LIVE_TILES - liveTiles()).forEach((tile) => tile.startLive());
+  });
+  renderPage();
   const timers = [
     setInterval(() => tiles.forEach((tile) => tile.refreshStatus()), STATUS_REFRESH_MS),
     setInterval(() => tiles.forEach((tile) => tile.refreshImage()), SNAPSHOT_REFRESH_MS),
   ];
-  tiles.forEach((tile) => {
-    tile.refreshStatus();
-    tile.refreshImage();
-  });
   return {
     onEvent(event) {
       if (event.type.startsWith("camera.")) tiles.find((x) => x.id === event.data.camera_id)?.refreshStatus();
@@ -56,29 +111,112 @@ export function renderWall() {
 }
 
 /**
+ * The wall's tool bar: the layout picker, live video for the page, and the pager.
+ * @param {number} side tiles per side now
+ * @param {boolean} liveAll
+ */
+function wallBar(side, liveAll) {
+  const layouts = LAYOUTS.map((n) =>
+    h("button", {
+      type: "button",
+      class: "secondary small",
+      "aria-pressed": String(n === side),
+      "aria-label": t("wall.layout_n", { n }),
+      title: t("wall.layout_n", { n }),
+      dataset: { layout: String(n) },
+    }, `${n * n}`));
+  const live = h("button", { type: "button", class: "secondary small", id: "wall-live", "aria-pressed": String(liveAll) }, t("wall.live_all"));
+  const prev = h("button", { type: "button", class: "secondary small", id: "wall-prev", "aria-label": t("wall.prev"), title: t("wall.prev") }, "‹");
+  const next = h("button", { type: "button", class: "secondary small", id: "wall-next", "aria-label": t("wall.next"), title: t("wall.next") }, "›");
+  const label = h("span", { id: "wall-page", "aria-live": "polite" });
+  const pager = h("div", { class: "pager" }, prev, label, next);
+  const el = h("div", { class: "wall-bar" },
+    h("div", { class: "layouts", role: "group", "aria-label": t("wall.layout") }, h("span", { class: "hint" }, t("wall.layout")), layouts),
+    live,
+    pager);
+  return {
+    el,
+    /** @param {number} index @param {number} pages */
+    showPage(index, pages) {
+      label.textContent = t("wall.page", { page: index + 1, pages });
+      prev.disabled = index === 0;
+      next.disabled = index >= pages - 1;
+      pager.hidden = pages <= 1;
+    },
+    /** @param {(side: number) => void} handle */
+    onLayout(handle) {
+      for (const button of layouts) {
+        button.addEventListener("click", () => {
+          layouts.forEach((b) => b.setAttribute("aria-pressed", String(b === button)));
+          handle(Number(button.dataset.layout));
+        });
+      }
+    },
+    /** @param {(delta: number) => void} handle */
+    onPage(handle) {
+      prev.addEventListener("click", () => handle(-1));
+      next.addEventListener("click", () => handle(1));
+    },
+    /** @param {(on: boolean) => void} handle */
+    onLive(handle) {
+      live.addEventListener("click", () => {
+        const on = live.getAttribute("aria-pressed") !== "true";
+        live.setAttribute("aria-pressed", String(on));
+        handle(on);
+      });
+    },
+  };
+}
+
+/**
  * @param {Camera} camera
  * @param {HTMLElement} note where to tell the operator why live video did not start
+ * @param {() => boolean} mayGoLive whether another tile may play live now
  */
-function wallTile(camera, note) {
+function wallTile(camera, note, mayGoLive) {
   const img = h("img", { alt: camera.name, hidden: true });
   const video = h("video", { muted: true, playsinline: true, autoplay: true, hidden: true, "aria-label": camera.name });
   const placeholder = h("span", { class: "placeholder" }, t("camera.no_frame"));
+  const liveLabel = h("span", { class: "live-label", hidden: true });
   const status = h("span", { class: "tile-status" });
   const toggle = h("button", { type: "button", class: "secondary small" }, t("wall.live"));
   const el = h(
     "li",
-    { class: "tile", dataset: { camera: camera.id } },
-    h("div", { class: "screen" }, img, video, placeholder),
+    { class: "tile", dataset: { camera: camera.id, live: "off" } },
+    // The picture lies over the video until frames play (and whenever the view drops).
+    h("div", { class: "screen" }, video, img, placeholder, liveLabel),
     h("div", { class: "tile-bar" },
       h("a", { href: `#/cameras/${encodeURIComponent(camera.id)}` }, camera.name),
       status, toggle),
   );
   let imageUrl = null;
-  /** @type {import("./live.js").LiveSession | null} */
-  let live = null;
+  const view = new LiveView(camera.id, video, paint);
+
+  /** Show the live view's state: video while it plays, else the latest picture. */
+  function paint() {
+    const playing = view.state === "playing";
+    el.dataset.live = view.state;
+    el.dataset.reconnects = String(view.reconnects);
+    video.hidden = !view.active;
+    img.hidden = playing || !imageUrl;
+    placeholder.hidden = playing || Boolean(imageUrl);
+    liveLabel.hidden = view.state === "off";
+    liveLabel.textContent = playing ? t("liveview.playing") : liveText(view);
+    toggle.textContent = t(view.active ? "wall.stop" : "wall.live");
+  }
+
   const tile = {
     id: camera.id,
     el,
+    get live() {
+      return view.active;
+    },
+    startLive() {
+      view.start();
+    },
+    stopLive() {
+      view.stop();
+    },
     async refreshStatus() {
       try {
         /** @type {CameraStatus} */
@@ -87,49 +225,34 @@ function wallTile(camera, note) {
         el.dataset.state = st.state;
         // Why a camera shows no picture is what the operator needs to report.
         placeholder.textContent = st.state === "offline" && st.last_error ? st.last_error : t("camera.no_frame");
+        view.cameraState(st.state);
       } catch {
         /* keep the last status */
       }
     },
     async refreshImage() {
-      if (live || document.hidden) return;
+      if (view.state === "playing" || document.hidden) return;
       try {
         const url = await blobUrl(`/cameras/${encodeURIComponent(camera.id)}/snapshot.jpg`);
         if (imageUrl) URL.revokeObjectURL(imageUrl);
         imageUrl = url;
         img.src = url;
-        img.hidden = false;
-        placeholder.hidden = true;
+        paint();
       } catch {
         /* no frame yet: keep the placeholder */
       }
     },
     dispose() {
-      live?.close();
+      view.stop();
       if (imageUrl) URL.revokeObjectURL(imageUrl);
     },
   };
-  toggle.addEventListener("click", async () => {
-    if (live) {
-      live.close();
-      live = null;
-      video.hidden = true;
-      img.hidden = !imageUrl;
-      toggle.textContent = t("wall.live");
-      return;
-    }
-    if (liveSessions.size >= MAX_LIVE_TILES) {
-      note.textContent = t("wall.live_limit", { n: MAX_LIVE_TILES });
-      return;
-    }
-    try {
-      live = await openLive(camera.id, video);
-      video.hidden = false;
-      img.hidden = true;
-      placeholder.hidden = true;
-      toggle.textContent = t("wall.stop");
-    } catch (err) {
-      note.textContent = t("camera.live_failed", { detail: err.message });
+  toggle.addEventListener("click", () => {
+    if (view.active) view.stop();
+    else if (!mayGoLive()) note.textContent = t("wall.live_limit", { n: MAX_LIVE_TILES });
+    else {
+      note.textContent = "";
+      view.start();
     }
   });
   return tile;
