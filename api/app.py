@@ -29,6 +29,7 @@ from api.routes import (
     gb28181,
     grids,
     incidents,
+    internal,
     onvif,
     ops,
     subscriptions,
@@ -78,6 +79,7 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
     openapi.install(app)
     app.include_router(ops.router)
     app.include_router(console.router)
+    app.include_router(internal.router)  # every role: processes ask each other (GB/T 28181)
     if process.serves_api:
         app.include_router(_api_router())
     app.add_middleware(HttpMetrics, registry=process.services.registry)

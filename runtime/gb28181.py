@@ -1,21 +1,36 @@
-"""GB/T 28181 in a process: the SIP endpoint with its database side, and its cameras' media.
+"""GB/T 28181 in a process: the SIP endpoint (when this process holds it), and channel media.
 
-:class:`Gb28181` is built by the composition root before the camera runtime and hands it
-two things: a source factory that reads ``gb28181://DEVICE/CHANNEL`` cameras through the
-endpoint (:class:`~ingest.gb28181.media.Gb28181Source`), and the feed of device alarms the
-camera runtime turns into ``device_alarm`` incidents (with a clip when it runs the camera).
-:class:`DatabaseRegistry` is the endpoint's durable side: every registration, keepalive and
-catalog is a transaction of ``storage.gb28181``, so any process can answer for a device.
+Devices register to one SIP address, but cameras are spread over worker processes by
+leases. Every camera process with ``gb28181.enabled`` builds a :class:`Gb28181`:
 
-The endpoint runs in one process of an installation (``gb28181.enabled`` on a camera role;
-``docs/deployment.md``). Its media is received by the process that runs the camera.
+- **Active/standby endpoint.** Each competes for the service lease ``gb28181-sip``
+  (:mod:`storage.service_leases`), renewed every ``workers.lease_s / 3`` like camera
+  leases. Only the holder binds the SIP port and runs :class:`SipEndpoint`; it stops
+  serving before its lease can expire when it cannot renew it (fencing), and a standby
+  takes over once it has expired. Device state is in the database already
+  (:class:`DatabaseRegistry`), so the new holder only waits for devices to re-register or
+  keep alive; nonces are derived from the shared key, so it can check them.
+- **Media in every camera process.** The camera runtime's source factory reads
+  ``gb28181://DEVICE/CHANNEL`` cameras (:class:`~ingest.gb28181.media.Gb28181Source`) on
+  this process's media ports, with ``gb28181.media_host`` in the SDP. The INVITE and BYE
+  go to the endpoint: directly when this process holds it, else over HTTP to the holder
+  (the lease row's ``url``, its ``server.advertise_url``; routes in
+  ``api/routes/internal.py``, authenticated with a token derived from the installation's
+  key). So media goes straight to the process that analyses it.
+- **Alarms** arrive at the holder and are fed to its camera runtime, which records the
+  ``device_alarm`` incident with a clip when it runs the channel's camera, without one
+  when another process does (``docs/deployment.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -23,7 +38,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from config.settings import GB28181Settings
+import httpx
+from sqlalchemy.exc import SQLAlchemyError
+
+from config.errors import XueliangError
+from config.settings import GB28181Settings, ServerSettings
 from ingest.camera import SourceFactory
 from ingest.errors import CameraUnreachableError, StreamEndedError
 from ingest.gb28181.endpoint import (
@@ -37,6 +56,7 @@ from ingest.gb28181.endpoint import (
 from ingest.gb28181.manscdp import Alarm, CatalogItem, DeviceInfo
 from ingest.gb28181.media import (
     Gb28181Source,
+    MediaCall,
     MediaConfig,
     MediaStats,
     PortPool,
@@ -46,15 +66,67 @@ from ingest.sources import Source, SourceOptions, open_source
 from runtime.metrics import Gb28181Collector
 from runtime.services import Services
 from storage import gb28181 as repo
+from storage import service_leases
 from storage.cameras import channel_camera
 from storage.grids import place_camera
 from storage.models import Camera, utcnow
+from storage.secrets import SecretBox
 
-__all__ = ["AlarmFeed", "DatabaseRegistry", "DeviceAlarm", "Gb28181", "alarm_fields"]
+__all__ = [
+    "BYE_PATH",
+    "INTERNAL_HEADER",
+    "INVITE_PATH",
+    "SERVICE",
+    "AlarmFeed",
+    "DatabaseRegistry",
+    "DeviceAlarm",
+    "Gb28181",
+    "NotTheEndpoint",
+    "advertise_url",
+    "alarm_fields",
+    "internal_token",
+]
 
 log = logging.getLogger(__name__)
 
 _ALARM_QUEUE = 1000
+#: The service lease of the SIP endpoint (one holder per installation).
+SERVICE = "gb28181-sip"
+#: The internal routes a camera process calls on the endpoint's holder.
+INVITE_PATH = "/internal/gb28181/invite"
+BYE_PATH = "/internal/gb28181/bye"
+#: The header carrying the token between processes (:func:`internal_token`).
+INTERNAL_HEADER = "X-Xueliang-Internal"
+#: Fencing: stop serving when the lease could not be renewed for this part of its time.
+_FENCE = 0.8
+
+
+class NotTheEndpoint(XueliangError):
+    """This process does not run the SIP endpoint now (another one holds its lease)."""
+
+
+def internal_token(box: SecretBox) -> str:
+    """The token processes of one installation show each other: derived from the shared
+    key, so nothing more is configured, and useless to anyone without that key."""
+    return box.derive(b"internal-rpc").hex()
+
+
+def token_matches(box: SecretBox, sent: str | None) -> bool:
+    """Whether a caller showed :func:`internal_token` (compared in constant time)."""
+    return hmac.compare_digest((sent or "").encode(), internal_token(box).encode())
+
+
+def advertise_url(server: ServerSettings) -> str:
+    """This process's HTTP base URL as other processes reach it: ``server.advertise_url``,
+    else ``http://HOST:PORT`` (the machine's name when HOST is a wildcard address)."""
+    if server.advertise_url:
+        return server.advertise_url.rstrip("/")
+    host = server.host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{server.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +251,83 @@ def _cameras_for(session: Any, device_id: str, channel_ids: Sequence[str]) -> No
         log.info("GB/T 28181: camera %s made for channel %s", row.id, channel_id)
 
 
-class _LoopSignalling:
-    """The endpoint as a reader thread sees it: blocking calls run on the event loop."""
+class _HolderClient:
+    """The endpoint as a process that does not hold it reaches it: the internal HTTP routes
+    of the holder (``api/routes/internal.py``), with the installation's internal token."""
 
-    def __init__(self, endpoint: SipEndpoint, loop: asyncio.AbstractEventLoop, timeout_s: float):
-        self._endpoint, self._loop, self._timeout_s = endpoint, loop, timeout_s
+    def __init__(self, token: str, timeout_s: float) -> None:
+        self._token, self._timeout_s = token, timeout_s
+        self._http: httpx.AsyncClient | None = None
+
+    def open(self) -> None:
+        # trust_env off: a proxy configured for the outside must not see the token.
+        self._http = httpx.AsyncClient(
+            timeout=self._timeout_s, headers={INTERNAL_HEADER: self._token}, trust_env=False
+        )
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def invite(self, url: str, body: dict[str, Any]) -> MediaCall:
+        """Ask the holder at ``url`` to INVITE; its answer names the call and its SSRC."""
+        response = await self._post(url + INVITE_PATH, body)
+        if response.status_code != 200:
+            raise CameraUnreachableError(
+                f"INVITE of {body['channel_id']} through the endpoint at {url}: "
+                + _refusal(response)
+            )
+        return _media_call(response)
+
+    async def bye(self, url: str, call_id: str) -> None:
+        """Ask the holder at ``url`` to BYE (best effort, as a BYE always is)."""
+        try:
+            response = await self._post(url + BYE_PATH, {"call_id": call_id})
+        except CameraUnreachableError as err:
+            log.debug("BYE of call %s not sent: %s", call_id, err)
+            return
+        if response.status_code >= 300:
+            log.debug("BYE of call %s through %s: %s", call_id, url, _refusal(response))
+
+    async def _post(self, url: str, body: dict[str, Any]) -> httpx.Response:
+        if self._http is None:
+            raise CameraUnreachableError("GB/T 28181: the process is not started")
+        try:
+            return await self._http.post(url, json=body)
+        except httpx.HTTPError as err:
+            raise CameraUnreachableError(
+                f"the GB/T 28181 endpoint at {url} did not answer: {str(err) or type(err).__name__}"
+            ) from err
+
+
+def _refusal(response: httpx.Response) -> str:
+    """What the holder said, and what to do about a refused token."""
+    try:
+        detail = str(response.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        detail = response.reason_phrase
+    if response.status_code == 401:
+        detail += " (every process of the installation needs the same secrets.camera_key)"
+    return f"{response.status_code} {detail}"
+
+
+def _media_call(response: httpx.Response) -> MediaCall:
+    try:
+        data = response.json()
+        ssrc = data.get("ssrc")
+        return MediaCall(str(data["call_id"]), int(ssrc) if ssrc is not None else None)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CameraUnreachableError(f"unusable answer of the GB/T 28181 endpoint: {err}") from err
+
+
+class _LoopSignalling:
+    """The endpoint as a reader thread sees it: blocking calls, run on the event loop, where
+    :class:`Gb28181` sends them to the endpoint here or to the process that holds it."""
+
+    def __init__(self, gb: Gb28181, loop: asyncio.AbstractEventLoop, timeout_s: float):
+        self._gb, self._loop, self._timeout_s = gb, loop, timeout_s
+        #: Where each open call was made: the holder's URL, or None for this process.
+        self._via: dict[str, str | None] = {}
 
     def invite(
         self,
@@ -194,61 +338,274 @@ class _LoopSignalling:
         *,
         tcp: bool,
         stop: threading.Event,
-    ) -> Call:
-        work = self._endpoint.invite(device_id, channel_id, media_host, media_port, tcp=tcp)
+    ) -> MediaCall:
+        work = self._gb.open_call(device_id, channel_id, media_host, media_port, tcp=tcp)
         future = asyncio.run_coroutine_threadsafe(work, self._loop)
-        deadline = time.monotonic() + self._timeout_s + 2
+        # The device's answer, plus an HTTP hop when the endpoint runs elsewhere.
+        deadline = time.monotonic() + self._timeout_s + 5
         # Polled, not one long wait: a camera stopped meanwhile (shutdown, removal) must
         # not wait for a device that does not answer.
         while not stop.wait(0.05):
             if future.done():
-                return future.result()
+                call, via = future.result()
+                self._via[call.call_id] = via
+                return call
             if time.monotonic() > deadline:
                 break
-        future.cancel()
+        # Not cancelled: the INVITE may be answered at the endpoint all the same, and a call
+        # nobody ends has the device streaming to a closed port. It is ended once made.
+        future.add_done_callback(self._end_abandoned)
         if stop.is_set():
             raise StreamEndedError(f"INVITE of {channel_id} abandoned: the camera was stopped")
         raise CameraUnreachableError(f"INVITE of {channel_id} got no answer")
 
-    def bye(self, call: Call) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._endpoint.bye(call), self._loop)
+    def _end_abandoned(self, future: Any) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        call, via = future.result()
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            asyncio.run_coroutine_threadsafe(self._gb.end_call(call, via), self._loop)
+
+    def bye(self, call: MediaCall) -> None:
+        via = self._via.pop(call.call_id, None)
+        future = asyncio.run_coroutine_threadsafe(self._gb.end_call(call, via), self._loop)
         try:
-            future.result(self._timeout_s + 2)
+            future.result(self._timeout_s + 5)
         except Exception as err:  # best effort: the device may be gone
-            log.debug("BYE of %s failed: %s", call.channel_id, err)
+            log.debug("BYE of call %s failed: %s", call.call_id, err)
 
 
 @dataclass
 class Gb28181:
-    """The GB/T 28181 part of a process: endpoint, media ports, counters, alarm feed."""
+    """The GB/T 28181 part of a camera process: the endpoint while it holds its lease, the
+    media ports and source factory always, counters, and the alarm feed."""
 
     services: Services
     settings: GB28181Settings
     alarms: AlarmFeed = field(default_factory=lambda: asyncio.Queue(_ALARM_QUEUE))
     media_stats: MediaStats = field(default_factory=MediaStats)
+    #: SIP counters, kept over every tenure of the endpoint in this process.
+    sip_stats: EndpointStats = field(default_factory=EndpointStats)
     registry: DatabaseRegistry = field(init=False)
-    endpoint: SipEndpoint = field(init=False)
     ports: PortPool = field(init=False)
+    #: This process, as the lease names its holder.
+    holder_id: str = field(init=False)
+    #: Where the other processes reach this one (``server.advertise_url``).
+    url: str = field(init=False)
+    _client: _HolderClient = field(init=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+    _serving: SipEndpoint | None = field(default=None, init=False)
+    _tenure: asyncio.Task[None] | None = field(default=None, init=False)
+    #: Calls the endpoint opened in this process, by Call-ID (ended by BYE, here or remote).
+    _calls: dict[str, Call] = field(default_factory=dict, init=False)
+    _lease_ok: float = field(default=0.0, init=False)
+    _paused_until: float = field(default=0.0, init=False)
+    _announced: bool | None = field(default=None, init=False)
+    _collector: Gb28181Collector | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.registry = DatabaseRegistry(self.services, s, self.alarms)
-        self.endpoint = SipEndpoint(_endpoint_config(self.services, s), self.registry)
         self.ports = PortPool(*s.media_port_range)
+        self.holder_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.url = advertise_url(self.services.settings.server)
+        token = internal_token(self.services.secrets)
+        self._client = _HolderClient(token, s.invite_timeout_s + 3)
 
     @property
-    def sip_stats(self) -> EndpointStats:
-        return self.endpoint.stats
+    def endpoint(self) -> SipEndpoint:
+        """The SIP endpoint this process runs; :class:`NotTheEndpoint` in a standby."""
+        if self._serving is None:
+            raise NotTheEndpoint(
+                "the GB/T 28181 SIP endpoint does not run in this process now: another "
+                "process of the installation holds it (or it is starting)"
+            )
+        return self._serving
+
+    @property
+    def _lease_s(self) -> float:
+        return self.services.settings.workers.lease_s
+
+    # --- the lease: active or standby ------------------------------------------------------
+    async def start(self) -> None:
+        """Bind to the running loop and compete for the endpoint once: a process that wins
+        it serves SIP before it answers HTTP."""
+        if self._loop is not None:
+            return
+        self._loop = self.registry.loop = asyncio.get_running_loop()
+        self._collector = Gb28181Collector(self.sip_stats, self.media_stats)
+        self.services.registry.register(self._collector)
+        self._client.open()
+        await self._keep_lease()
 
     async def run(self) -> None:
-        self._loop = self.registry.loop = asyncio.get_running_loop()
-        collector = Gb28181Collector(self.endpoint.stats, self.media_stats)
-        self.services.registry.register(collector)
+        """Renew the lease (or wait to take it) every ``lease_s / 3`` until cancelled; then
+        stop the endpoint and give the lease back, so a standby takes over at once."""
+        await self.start()
         try:
-            await self.endpoint.run()
+            while True:
+                await asyncio.sleep(self._lease_s / 3)
+                await self._keep_lease()
         finally:
-            self.services.registry.unregister(collector)
+            await self._stop_serving()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._release)
+            await self._client.aclose()
+            if self._collector is not None:
+                self.services.registry.unregister(self._collector)
+
+    async def _keep_lease(self) -> None:
+        """One round: renew or take the lease; serve SIP exactly while holding it."""
+        if self._tenure is not None and self._tenure.done():
+            await self._endpoint_failed()
+        if time.monotonic() < self._paused_until:
+            return
+        held = await self._claim()
+        if held and self._tenure is None:
+            await self._start_serving()
+        elif not held and self._tenure is not None:
+            log.warning("GB/T 28181: the SIP endpoint's lease is lost; stopping the endpoint")
+            await self._stop_serving()
+        self._announce(held)
+
+    async def _claim(self) -> bool:
+        began = time.monotonic()  # the lease runs from before the claim: err early
+        try:
+            held = await asyncio.to_thread(self._claim_now)
+        except Exception as err:
+            log.warning("GB/T 28181: cannot renew the SIP endpoint's lease: %s", err)
+            # Serve on while the lease surely runs; stop before another process may take it
+            # (two endpoints would answer one device).
+            fresh = time.monotonic() - self._lease_ok < self._lease_s * _FENCE
+            return self._tenure is not None and fresh
+        if held:
+            self._lease_ok = began
+        return held
+
+    async def _start_serving(self) -> None:
+        """A tenure: a fresh endpoint (a stopped one cannot restart) on the shared counters."""
+        config = _endpoint_config(self.services, self.settings)
+        endpoint = SipEndpoint(config, self.registry, stats=self.sip_stats)
+        self._tenure = asyncio.create_task(endpoint.run(), name="gb28181-sip")
+        started = asyncio.create_task(endpoint.wait_started())
+        try:
+            await asyncio.wait({self._tenure, started}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            started.cancel()
+        if self._tenure.done():  # its port is taken
+            await self._endpoint_failed()
+            return
+        self._serving = endpoint
+
+    async def _endpoint_failed(self) -> None:
+        """The endpoint ended by itself (port taken, a crash): hand the lease on, and let
+        another process have it for a lease time before competing again."""
+        task, self._tenure, self._serving = self._tenure, None, None
+        error = task.exception() if task is not None and not task.cancelled() else None
+        log.error(
+            "GB/T 28181: the SIP endpoint on %s:%d stopped: %s; handing its lease on",
+            self.settings.host,
+            self.settings.port,
+            error,
+        )
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._release)
+        self._paused_until = time.monotonic() + self._lease_s
+
+    async def _stop_serving(self) -> None:
+        task, self._tenure, self._serving = self._tenure, None, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            log.error("GB/T 28181: the SIP endpoint failed: %s", task.exception())
+
+    def _announce(self, held: bool) -> None:
+        if held == self._announced:
+            return
+        self._announced = held
+        if held:
+            log.info(
+                "GB/T 28181: this process (%s, %s) holds the SIP endpoint", self.holder_id, self.url
+            )
+        else:
+            log.info("GB/T 28181: standing by; another process holds the SIP endpoint")
+
+    def _claim_now(self) -> bool:
+        with self.services.db.session() as session:
+            return service_leases.claim(
+                session, SERVICE, self.holder_id, self.url, utcnow(), self._lease_s
+            )
+
+    def _release(self) -> None:
+        with self.services.db.session() as session:
+            service_leases.release(session, SERVICE, self.holder_id)
+
+    def _holder(self) -> service_leases.LeaseHolder | None:
+        with self.services.db.session() as session:
+            return service_leases.current_holder(session, SERVICE, utcnow())
+
+    # --- calls ------------------------------------------------------------------------------
+    async def invite_here(
+        self, device_id: str, channel_id: str, media_host: str, media_port: int, *, tcp: bool
+    ) -> MediaCall:
+        """INVITE with the endpoint this process runs (:class:`NotTheEndpoint` in a
+        standby); the internal route calls it for the other processes."""
+        call = await self.endpoint.invite(device_id, channel_id, media_host, media_port, tcp=tcp)
+        self._calls[call.invite.call_id] = call
+        return MediaCall(call.invite.call_id, call.media_ssrc)
+
+    async def bye_here(self, call_id: str) -> None:
+        """End a call this process's endpoint opened; nothing for a call it does not know
+        (ended already). :class:`NotTheEndpoint` in a standby: the dialog is gone with it."""
+        call = self._calls.pop(call_id, None)
+        endpoint = self.endpoint
+        if call is not None:
+            await endpoint.bye(call)
+
+    async def open_call(
+        self, device_id: str, channel_id: str, media_host: str, media_port: int, *, tcp: bool
+    ) -> tuple[MediaCall, str | None]:
+        """INVITE through the endpoint wherever it runs; with the holder's URL the call must
+        be ended at (None: here)."""
+        if self._serving is not None:
+            return await self.invite_here(
+                device_id, channel_id, media_host, media_port, tcp=tcp
+            ), None
+        url = await self._holder_url()
+        body = {
+            "device_id": device_id,
+            "channel_id": channel_id,
+            "media_host": media_host,
+            "media_port": media_port,
+            "tcp": tcp,
+        }
+        return await self._client.invite(url, body), url
+
+    async def end_call(self, call: MediaCall, via: str | None) -> None:
+        """BYE a call where it was opened (best effort: the endpoint may have moved)."""
+        if via is not None:
+            await self._client.bye(via, call.call_id)
+            return
+        try:
+            await self.bye_here(call.call_id)
+        except NotTheEndpoint:
+            log.debug("BYE of call %s not sent: the endpoint moved", call.call_id)
+
+    async def _holder_url(self) -> str:
+        try:
+            holder = await asyncio.to_thread(self._holder)
+        except SQLAlchemyError as err:
+            raise CameraUnreachableError(f"cannot find the GB/T 28181 endpoint: {err}") from err
+        if holder is None:
+            raise CameraUnreachableError(
+                "no process holds the GB/T 28181 SIP endpoint now (a take-over is under way, "
+                "or gb28181.enabled is set on no camera process)"
+            )
+        if holder.holder == self.holder_id:
+            raise CameraUnreachableError("the GB/T 28181 SIP endpoint is starting here")
+        return holder.url
 
     def sources(self, url: str, options: SourceOptions) -> Source:
         """The camera runtime's source factory: GB/T 28181 channels here, the rest as usual."""
@@ -256,7 +613,7 @@ class Gb28181:
         if channel is None or self._loop is None:
             return open_source(url, options)
         s = self.settings
-        signalling = _LoopSignalling(self.endpoint, self._loop, s.invite_timeout_s)
+        signalling = _LoopSignalling(self, self._loop, s.invite_timeout_s)
         media = MediaConfig(
             bind_host=s.host,
             advertised_host=s.media_host or s.host,
@@ -267,7 +624,7 @@ class Gb28181:
 
 
 def gb28181_sources(gb: Gb28181 | None) -> SourceFactory:
-    """The source factory of a process: with GB/T 28181 when it runs the endpoint."""
+    """The source factory of a process: with GB/T 28181 channels when it is enabled."""
     return gb.sources if gb is not None else open_source
 
 

@@ -73,7 +73,8 @@ class Process:
     workers: list[Worker]
     archiver: Archiver
     cameras: CameraRuntime | None = None
-    #: The GB/T 28181 endpoint, when this process runs it.
+    #: GB/T 28181 (``gb28181.enabled``): channel media here, and the SIP endpoint while
+    #: this process holds its lease.
     gb28181: Gb28181 | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
 
@@ -94,6 +95,9 @@ class Process:
         warm = asyncio.create_task(warm_onvif(), name="onvif-warm-up")
         collector = SpoolCollector(self.archiver.spool.depth)
         self.services.registry.register(collector)
+        if self.gb28181 is not None:
+            # Before HTTP is answered: the process that wins the endpoint already serves SIP.
+            await self.gb28181.start()
         self._tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in self.workers]
         try:
             yield
@@ -120,8 +124,9 @@ def build_process(
     gb: Gb28181 | None = None
     if role in ("all", "worker"):
         if settings.gb28181.enabled:
-            # Devices register to one SIP address: the endpoint runs in a camera process,
-            # and its media is read by the process that runs each camera.
+            # Devices register to one SIP address: every such camera process competes for
+            # the endpoint's lease and only the holder runs it; each reads the media of the
+            # channel cameras it runs, asking the holder to INVITE them to its own address.
             gb = Gb28181(services, settings.gb28181)
             workers.append(gb)
         # The spool lives on the host that records; only camera workers upload from it.

@@ -273,3 +273,17 @@ class Gb28181Channel(Base):
     longitude: Mapped[float | None] = mapped_column(Float)
     latitude: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ServiceLease(Base):
+    """A singleton service of the installation (e.g. the GB/T 28181 SIP endpoint): which
+    process runs it, until when, and where the others reach it. One live holder per name."""
+
+    __tablename__ = "service_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    #: The holder's HTTP base URL (``server.advertise_url``): where other processes ask it.
+    url: Mapped[str] = mapped_column(String(500))
+    expires_at: Mapped[datetime]
+    acquired_at: Mapped[datetime]

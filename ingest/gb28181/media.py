@@ -2,10 +2,11 @@
 
 :class:`Gb28181Source` is a :class:`~ingest.sources.Source` like the RTSP one: its blocking
 ``run_once`` runs on the camera's reader thread. One attempt binds a media port from the
-configured range, asks the SIP side to INVITE the channel to it (:class:`Signalling`),
-receives RTP (UDP, or TCP passive with RFC 4571 framing), drops packets of a foreign SSRC
-(streams crossing between cameras are a known failure of other platforms: counted, never
-mixed in), puts packets back in order, and hands the PS byte stream to FFmpeg's MPEG-PS
+configured range, asks the SIP side to INVITE the channel to it (:class:`Signalling`: the
+endpoint in this process, or the one another process of the installation runs), receives
+RTP (UDP, or TCP passive with RFC 4571 framing), drops packets of a foreign SSRC (streams
+crossing between cameras are a known failure of other platforms: counted, never mixed in),
+puts packets back in order, and hands the PS byte stream to FFmpeg's MPEG-PS
 demuxer through PyAV. From there the packets take the same path as RTSP's
 (:func:`ingest.sources.deliver`): recording, pre-roll ring, analysis, live view.
 
@@ -34,7 +35,6 @@ from ingest.errors import (
     StreamStalledError,
 )
 from ingest.gb28181 import GB28181Error
-from ingest.gb28181.endpoint import Call
 from ingest.gb28181.ps import CodecWatch
 from ingest.gb28181.rtp import ReorderBuffer, Rfc4571Framer, RtpPacket, is_rtcp, parse_rtp
 from ingest.sources import SourceOptions, StreamHandler, deliver, translate_error
@@ -42,6 +42,7 @@ from ingest.sources import SourceOptions, StreamHandler, deliver, translate_erro
 __all__ = [
     "SCHEME",
     "Gb28181Source",
+    "MediaCall",
     "MediaConfig",
     "MediaStats",
     "PortPool",
@@ -77,6 +78,19 @@ def parse_channel_url(url: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
+@dataclass(frozen=True, slots=True)
+class MediaCall:
+    """An established call as the media side needs it: what to end it by, and the SSRC its
+    RTP carries (None: the answer named none, the first stream seen counts).
+
+    Not the SIP dialog itself: that stays with the endpoint, which may run in another
+    process; ``call_id`` (the dialog's Call-ID) is how it is named there.
+    """
+
+    call_id: str
+    media_ssrc: int | None
+
+
 class Signalling(Protocol):
     """The SIP side, as a reader thread sees it (blocking, thread-safe)."""
 
@@ -89,11 +103,13 @@ class Signalling(Protocol):
         *,
         tcp: bool,
         stop: threading.Event,
-    ) -> Call:
+    ) -> MediaCall:
         """INVITE and wait for the call; gives up (StreamEndedError) as soon as ``stop``."""
         ...
 
-    def bye(self, call: Call) -> None: ...
+    def bye(self, call: MediaCall) -> None:
+        """End the call (best effort: the device, or the endpoint, may be gone)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +231,7 @@ class Gb28181Source:
             self._ports.release(port)
 
     def _receive(
-        self, sock: socket.socket, call: Call, stop: threading.Event, handler: StreamHandler
+        self, sock: socket.socket, call: MediaCall, stop: threading.Event, handler: StreamHandler
     ) -> None:
         stream = _RtpStream(sock, call.media_ssrc, self._config, self._options, stop, self._stats)
         options = {

@@ -401,7 +401,8 @@ def test_tcp_media_works_as_well_as_udp(
     camera = _camera_for(platform, device.channels[0].channel_id)
     wait_for(lambda: _status(platform, camera["id"])["state"] == "online", 20, "online over TCP")
     assert device.events("INVITE")[-1].fields.get("proto", "").startswith("TCP")
-    time.sleep(4)
+    wait_for(lambda: _status(platform, camera["id"])["fps"], 15, "a measured rate over TCP")
+    time.sleep(2)  # one more status flush: a steady rate, not the first window
     assert _status(platform, camera["id"])["fps"] == pytest.approx(10, rel=0.1)
 
 
