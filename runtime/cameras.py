@@ -26,7 +26,7 @@ from analytics.motion import MotionConfig
 from analytics.persons import DetectorConfig, PersonDetector
 from analytics.rules import RuleConfig
 from analytics.zones import parse_zones
-from ingest.camera import CameraState, SourceFactory
+from ingest.camera import CameraState, CameraStatus, SourceFactory
 from ingest.gb28181.media import channel_url
 from ingest.manager import CameraManager
 from ingest.recorder import ClipRecorder, RecorderConfig
@@ -488,12 +488,16 @@ class CameraRuntime:
             except Exception:
                 log.exception("camera statuses not recorded")
 
-    def _flush(self, statuses: Mapping[str, object]) -> None:
-        """One transaction for every camera of this worker (not one per camera)."""
+    def _flush(self, statuses: Mapping[str, CameraStatus]) -> None:
+        """One transaction for every camera of this worker (not one per camera).
+
+        Works from the ``statuses`` snapshot: a camera removed meanwhile is no longer in the
+        manager (asking it raised, and the whole flush was lost; found by bench_gb28181).
+        """
         with self.services.db.session() as session:
             rows = repo.get_statuses(session, list(statuses))
             for camera_id, row in rows.items():
-                st = self.manager.status(camera_id)
+                st = statuses[camera_id]
                 if row.state != st.state.value:
                     # The state writer records first rows and transitions (with their
                     # events); writing them here too could race it and lose an event.

@@ -25,7 +25,9 @@ leases. Every camera process with ``gb28181.enabled`` builds a :class:`Gb28181`:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import hmac
 import logging
 import os
@@ -367,12 +369,18 @@ class _LoopSignalling:
             asyncio.run_coroutine_threadsafe(self._gb.end_call(call, via), self._loop)
 
     def bye(self, call: MediaCall) -> None:
+        """Send the BYE without waiting for its answer: a BYE is best effort, and a reader
+        thread waiting on a device that is gone held up stopping its camera (and a shutdown)
+        for the whole transaction timeout."""
         via = self._via.pop(call.call_id, None)
-        future = asyncio.run_coroutine_threadsafe(self._gb.end_call(call, via), self._loop)
-        try:
-            future.result(self._timeout_s + 5)
-        except Exception as err:  # best effort: the device may be gone
-            log.debug("BYE of call %s failed: %s", call.call_id, err)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to send with
+            future = asyncio.run_coroutine_threadsafe(self._gb.end_call(call, via), self._loop)
+            future.add_done_callback(functools.partial(_bye_done, call.call_id))
+
+
+def _bye_done(call_id: str, future: concurrent.futures.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("BYE of call %s failed: %s", call_id, future.exception())
 
 
 @dataclass
