@@ -33,7 +33,7 @@ test: $(VENV)/.installed
 # a few fuzz examples. `make test` is the whole suite, what CI runs.
 check: $(VENV)/.installed
 	$(MAKE) lint
-	XL_FUZZ_EXAMPLES=3 XL_FUZZ_CALLERS=admin $(BIN)/pytest -q -m "not slow and not postgres" -p no:cacheprovider
+	XL_FUZZ_EXAMPLES=1 XL_FUZZ_CALLERS=admin $(BIN)/pytest -q -m "not slow and not postgres" -p no:cacheprovider
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
