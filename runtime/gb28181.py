@@ -45,7 +45,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config.errors import XueliangError
 from config.settings import GB28181Settings, ServerSettings
-from ingest.camera import SourceFactory
 from ingest.errors import CameraUnreachableError, StreamEndedError
 from ingest.gb28181.endpoint import (
     Call,
@@ -629,11 +628,6 @@ class Gb28181:
             tcp=s.media_transport == "tcp",
         )
         return Gb28181Source(*channel, signalling, media, self.ports, options, self.media_stats)
-
-
-def gb28181_sources(gb: Gb28181 | None) -> SourceFactory:
-    """The source factory of a process: with GB/T 28181 channels when it is enabled."""
-    return gb.sources if gb is not None else open_source
 
 
 def _endpoint_config(services: Services, s: GB28181Settings) -> EndpointConfig:

@@ -247,13 +247,6 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 @dataclass
-class _Pending:
-    """A catalog being received in several MESSAGEs."""
-
-    timer: asyncio.TimerHandle
-
-
-@dataclass
 class SipEndpoint:
     """The SIP side of GB/T 28181 for one installation address. Run :meth:`run`."""
 
@@ -269,7 +262,8 @@ class SipEndpoint:
     _buckets: dict[str, _Bucket] = field(default_factory=dict, init=False)
     _failures: dict[tuple[str, str], list[float]] = field(default_factory=dict, init=False)
     _catalogs: CatalogAssembler = field(default_factory=CatalogAssembler, init=False)
-    _waiting: dict[tuple[str, int], _Pending] = field(default_factory=dict, init=False)
+    #: Catalogs arriving in several MESSAGEs: the timer that gives up on each.
+    _waiting: dict[tuple[str, int], asyncio.TimerHandle] = field(default_factory=dict, init=False)
     _calls: dict[str, Call] = field(default_factory=dict, init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _sn: int = field(default=0, init=False)
@@ -607,12 +601,11 @@ class SipEndpoint:
         if items is None:
             if key not in self._waiting:
                 loop = asyncio.get_running_loop()
-                timer = loop.call_later(_CATALOG_WAIT_S, self._catalog_incomplete, key)
-                self._waiting[key] = _Pending(timer)
+                self._waiting[key] = loop.call_later(_CATALOG_WAIT_S, self._catalog_incomplete, key)
             return
-        pending = self._waiting.pop(key, None)
-        if pending is not None:
-            pending.timer.cancel()
+        timer = self._waiting.pop(key, None)
+        if timer is not None:
+            timer.cancel()
         log.info("GB/T 28181 device %s: catalog of %d channel(s)", device_id, len(items))
         self._spawn(asyncio.to_thread(self.registry.catalog, device_id, items))
 
