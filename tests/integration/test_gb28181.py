@@ -242,6 +242,13 @@ def _camera_for(platform: Platform, channel_id: str, name: str = "cam") -> dict[
     return camera
 
 
+def _streaming(platform: Platform, channel_id: str, name: str = "cam") -> dict[str, Any]:
+    """A camera for the channel, once it streams (online, its frame rate measured)."""
+    camera = _camera_for(platform, channel_id, name)
+    wait_for(lambda: _status(platform, camera["id"])["fps"], 30, f"{name} streaming")
+    return camera
+
+
 def _status(platform: Platform, camera_id: str) -> dict[str, Any]:
     body: dict[str, Any] = platform.http.get(f"/api/v1/cameras/{camera_id}/status").json()
     return body
@@ -282,9 +289,8 @@ def test_a_channel_camera_is_placed_in_its_grid_and_its_motion_is_archived(
     }
     assert platform.http.post("/api/v1/grids/import", json=grids).status_code == 200
     device = _registered_with_catalog(platform, gb_device, 1, ps_file)
-    camera = _camera_for(platform, first.channel_id)
+    camera = _streaming(platform, first.channel_id)
     assert camera["grid_code"] == "G1"  # placed by the channel's coordinates
-    wait_for(lambda: _status(platform, camera["id"])["state"] == "online", 20, "online")
 
     # The ball moves at the start: a motion incident (capped at 5 s) with its clip.
     def archived() -> list[dict[str, Any]]:
@@ -319,8 +325,7 @@ def test_a_device_alarm_becomes_a_device_alarm_incident(
     platform = platform_factory()
     device = _registered_with_catalog(platform, gb_device, 2, ps_file)
     with_camera, without = (c.channel_id for c in device.channels)
-    camera = _camera_for(platform, with_camera)
-    wait_for(lambda: _status(platform, camera["id"])["state"] == "online", 20, "online")
+    camera = _streaming(platform, with_camera)
 
     assert device.send_alarm(with_camera, description="区域入侵", alarm_type=2, priority=1) == "200"
     got = wait_for(
@@ -354,8 +359,7 @@ def test_rtp_of_a_foreign_ssrc_is_dropped_and_counted(
 ) -> None:
     platform = platform_factory()
     device = _registered_with_catalog(platform, gb_device, 1, ps_file)
-    camera = _camera_for(platform, device.channels[0].channel_id)
-    wait_for(lambda: _status(platform, camera["id"])["fps"], 20, "online, its rate measured")
+    camera = _streaming(platform, device.channels[0].channel_id)
     invite = device.events("INVITE")[-1].fields
     port, ssrc = int(invite["port"]), int(invite["ssrc"])
     before = platform.metric("xueliang_gb28181_rtp_foreign_ssrc_total")
@@ -398,10 +402,8 @@ def test_tcp_media_works_as_well_as_udp(
 ) -> None:
     platform = platform_factory(media_transport="tcp")
     device = _registered_with_catalog(platform, gb_device, 1, ps_file)
-    camera = _camera_for(platform, device.channels[0].channel_id)
-    wait_for(lambda: _status(platform, camera["id"])["state"] == "online", 20, "online over TCP")
+    camera = _streaming(platform, device.channels[0].channel_id)
     assert device.events("INVITE")[-1].fields.get("proto", "").startswith("TCP")
-    wait_for(lambda: _status(platform, camera["id"])["fps"], 15, "a measured rate over TCP")
     time.sleep(2)  # one more status flush: a steady rate, not the first window
     assert _status(platform, camera["id"])["fps"] == pytest.approx(10, rel=0.1)
 
@@ -486,8 +488,7 @@ def test_a_mute_device_and_garbage_rtp_say_what_is_wrong(
     platform = platform_factory()
     device = _registered_with_catalog(platform, gb_device, 2, ps_file)
     talking, mute = device.channels
-    camera = _camera_for(platform, talking.channel_id)
-    wait_for(lambda: _status(platform, camera["id"])["fps"], 20, "online with a rate")
+    camera = _streaming(platform, talking.channel_id)
     port = int(device.events("INVITE")[-1].fields["port"])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for n in range(200):
