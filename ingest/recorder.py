@@ -8,6 +8,12 @@ The job completes in the reader thread when a packet at or after ``end + post_s`
 to a worker thread (:func:`storage.clips.write_mp4`); ``await job`` gives the
 :class:`ClipResult`. Nothing decodes, and the reader thread never waits on I/O.
 
+Crash safety: while it records, a job journals its packets to the spool on the writing
+thread (:mod:`storage.journal`: the pre-roll at once, then the live packets, fsynced about
+every second) and keeps only their metadata in memory; the finished clip is muxed from the
+journal. A process that dies mid-clip leaves the journal, from which the next start makes
+the clip (``runtime/recovery.py``).
+
 Locking: a job's lock may be held while taking the ring's lock (attach, detach), never the
 other way round; the ring calls its taps after releasing its own lock.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import re
@@ -23,13 +30,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+import av
+
 from ingest.ring import PacketRing
 from storage.clips import ClipError, CodecParams, EncodedPacket, write_mp4
+from storage.journal import JOURNAL_SUFFIX, ClipJournal, JournalHeader, read_journal
 
 __all__ = ["ClipJob", "ClipRecorder", "ClipResult", "EndReason", "RecorderConfig"]
 
@@ -56,11 +66,19 @@ class RecorderConfig:
     max_clip_bytes: int = 512 << 20
     stall_timeout_s: float = 30.0
     poll_interval_s: float = 1.0
+    #: Journal each clip's packets to the spool as they come (crash-safe clips); fsync the
+    #: journal at most this often (the most a crash can lose, besides the write in flight).
+    journal: bool = True
+    journal_sync_s: float = 1.0
+    #: Packets reach the journal in batches this long (what a SIGKILL may lose at most).
+    journal_batch_s: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in ("max_clip_s", "stall_timeout_s", "poll_interval_s"):
+        for name in ("max_clip_s", "stall_timeout_s", "poll_interval_s", "journal_sync_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.journal_batch_s < 0:
+            raise ValueError("journal_batch_s must be >= 0")
         if self.max_clip_bytes <= 0:
             raise ValueError("max_clip_bytes must be > 0")
 
@@ -91,6 +109,15 @@ class ClipResult:
     preroll_short: bool
     requested_start: float
     requested_end: float | None
+    #: The journal of an incident's clip, kept until the clip is in the spool's manifest
+    #: (then the caller removes it with :meth:`ClipResult.drop_journal`); ``None`` when
+    #: there is none to keep.
+    journal: Path | None = None
+
+    def drop_journal(self) -> None:
+        """The clip is spooled: its journal is no longer needed to recover it."""
+        if self.journal is not None:
+            self.journal.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +147,27 @@ class ClipJob:
         config: RecorderConfig,
         clock: Clock,
         on_closed: Callable[[ClipJob, _WriteOrder], None],
+        incident_id: str | None = None,
+        submit: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.camera_id = camera_id
         self.path = path
         self.requested_start = requested_start
+        self.incident_id = incident_id
         self._config = config
         self._clock = clock
         self._on_closed = on_closed
         self._lock = threading.Lock()
+        # The journal (see storage/journal.py): packets added but not yet written to it,
+        # how many of _packets it holds, and whether a drain is queued on ``submit``.
+        self.journal_path = path.with_name(path.name + JOURNAL_SUFFIX) if submit else None
+        self._submit = submit
+        self._journal: ClipJournal | None = None
+        self._journal_broken = False
+        self._pending: list[EncodedPacket] = []
+        self._journaled = 0
+        self._draining = False
+        self._drain_lock = threading.Lock()
         self._packets: list[EncodedPacket] = []
         self._bytes = 0
         self._params: CodecParams | None = None
@@ -177,6 +217,13 @@ class ClipJob:
         )
         self._on_closed(self, order)
         return True
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of packet payloads this job keeps in memory (journaled ones are dropped;
+        pre-roll packets are shared with the ring)."""
+        with self._lock:
+            return sum(p.size for p in self._packets if p.payload != b"")
 
     @property
     def end_reason(self) -> EndReason | None:
@@ -252,11 +299,96 @@ class ClipJob:
     def _add_locked(self, packet: EncodedPacket) -> bool:
         if not self._packets and not packet.is_keyframe:
             return False  # a clip must start at a keyframe to decode from its first frame
-        self._packets.append(packet)
+        self._append_locked(packet)
         self._bytes += packet.size
         if packet.pts != packet.dts and packet.pts is not None and packet.dts is not None:
             self._reordered = True
         return True
+
+    def _append_locked(self, packet: EncodedPacket) -> None:
+        """Keep the packet, and queue it for the journal."""
+        self._packets.append(packet)
+        if self._submit is None or self._journal_broken:
+            return
+        self._pending.append(packet)
+        # The first packets (the pre-roll) go at once; then batches of journal_batch_s,
+        # so the writing thread wakes a few times a second, not once per packet.
+        due = self._journal is None or (
+            packet.wallclock - self._pending[0].wallclock >= self._config.journal_batch_s
+        )
+        if due and not self._draining:
+            self._draining = True
+            self._submit(self._drain)
+
+    # -- journal (the recorder's writing thread) ---------------------------------------
+
+    def _drain(self) -> None:
+        """Append the pending packets to the journal; then, while still recording, drop
+        their payloads from memory (the journal has them: a long clip no longer sits in
+        RAM). A journal that cannot be written is given up with one error: the clip is
+        then kept in memory and written at its end, as without a journal."""
+        with self._drain_lock:
+            with self._lock:
+                batch, self._pending, self._draining = self._pending, [], False
+                start, params = self._journaled, self._params
+            if not batch or self._journal_broken or self.journal_path is None:
+                return
+            try:
+                if self._journal is None:
+                    if params is None:
+                        raise ClipError("no codec parameters yet")
+                    header = JournalHeader(
+                        self.camera_id,
+                        self.incident_id,
+                        self.path.name,
+                        self.requested_start,
+                        params,
+                    )
+                    self._journal = ClipJournal(
+                        self.journal_path, header, batch[0], self._config.journal_sync_s
+                    )
+                self._journal.append(batch)
+            except (OSError, ClipError, av.FFmpegError) as err:
+                self._journal_broken = True
+                log.error(
+                    "camera %s: clip %s cannot be journaled (%s); it is kept in memory until "
+                    "it ends, and a crash before then loses it",
+                    self.camera_id,
+                    self.path.name,
+                    err,
+                )
+                return
+            with self._lock:
+                self._journaled = start + len(batch)
+                if self._reason is None:
+                    for k in range(start, min(self._journaled, len(self._packets))):
+                        self._packets[k] = replace(self._packets[k], payload=b"")
+
+    def _with_payloads(self, packets: tuple[EncodedPacket, ...]) -> tuple[EncodedPacket, ...]:
+        """The closed clip's packets, the payloads dropped while recording read back from
+        the journal (record ``i`` is packet ``i``)."""
+        self._drain()  # anything still pending
+        if self._journal is not None:
+            self._journal.close()
+        if all(p.payload or not p.size for p in packets):
+            return packets
+        assert self.journal_path is not None  # payloads are dropped only once journaled
+        records = read_journal(self.journal_path).packets
+        filled = []
+        for i, packet in enumerate(packets):
+            if packet.size and not packet.payload:
+                if i >= len(records) or records[i].wallclock != packet.wallclock:
+                    raise ClipError(f"clip {self.path.name}: its journal lost packet {i}")
+                packet = records[i]
+            filled.append(packet)
+        return tuple(filled)
+
+    def discard_journal(self) -> None:
+        """Remove the journal (the clip failed for good, nothing to recover)."""
+        if self._journal is not None:
+            self._journal.close()
+        if self.journal_path is not None:
+            self.journal_path.unlink(missing_ok=True)
 
     def _close_if_covered_locked(self) -> _WriteOrder | None:
         cutoff = self._cutoff
@@ -294,7 +426,7 @@ class ClipJob:
 
     def _drain_locked(self, packet: EncodedPacket) -> _WriteOrder | None:
         if self._belongs_before_end(packet):
-            self._packets.append(packet)
+            self._append_locked(packet)
             self._last_seen = packet.wallclock
             return None
         return self._close_locked(EndReason.COMPLETE)
@@ -324,7 +456,10 @@ class ClipJob:
             raise ClipError(
                 f"camera {self.camera_id}: clip {self.path.name}: no video packets recorded"
             )
-        info = write_mp4(self.path, order.params, order.packets)
+        info = write_mp4(self.path, order.params, self._with_payloads(order.packets))
+        keep = self._journal is not None and self.incident_id is not None
+        if not keep:  # no incident to recover it for: the MP4 is all there is to keep
+            self.discard_journal()
         return ClipResult(
             camera_id=self.camera_id,
             path=info.path,
@@ -340,6 +475,7 @@ class ClipJob:
             preroll_short=self._preroll_short,
             requested_start=self.requested_start,
             requested_end=order.requested_end,
+            journal=self.journal_path if keep else None,
         )
 
 
@@ -387,10 +523,18 @@ class ClipRecorder:
         self._closed = False
         spool_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, start_wallclock: float, pre_s: float, *, name: str | None = None) -> ClipJob:
+    def start(
+        self,
+        start_wallclock: float,
+        pre_s: float,
+        *,
+        name: str | None = None,
+        incident_id: str | None = None,
+    ) -> ClipJob:
         """Start a clip at the last keyframe at or before ``start_wallclock - pre_s``.
 
-        ``name`` is the file name in the spool (default: camera, UTC time, sequence).
+        ``name`` is the file name in the spool (default: camera, UTC time, sequence);
+        ``incident_id`` goes into the clip's journal, for recovery after a crash.
         """
         if pre_s < 0:
             raise ValueError("pre_s must be >= 0")
@@ -402,6 +546,8 @@ class ClipRecorder:
             config=self.config,
             clock=self._clock,
             on_closed=self._on_job_closed,
+            incident_id=incident_id,
+            submit=self._submit if self.config.journal else None,
         )
         with self._lock:
             if self._closed:
@@ -441,6 +587,12 @@ class ClipRecorder:
         # still hold a clip from before that has not been uploaded yet.
         return f"{safe_id}-{stamp}-{next(self._seq):04d}-{uuid.uuid4().hex[:6]}.mp4"
 
+    def _submit(self, work: Callable[[], None]) -> None:
+        """Queue journal writing on the writing thread (dropped once shut down: the job
+        then ends from memory, written by :meth:`close`)."""
+        with contextlib.suppress(RuntimeError):
+            self._executor.submit(work)
+
     def _on_job_closed(self, job: ClipJob, order: _WriteOrder) -> None:
         """Runs where the job closed (often the reader thread): hand off, never write."""
         self.ring.detach(job)
@@ -456,6 +608,7 @@ class ClipRecorder:
             result = job._build_result(order)
         except Exception as err:
             log.error("camera %s: clip %s failed: %s", self.camera_id, job.path.name, err)
+            job.discard_journal()
             job.future.set_exception(err)
             return
         log.info(

@@ -599,6 +599,11 @@ class LiveService:
         cam = self._cameras.get(camera_id)
         return cam.passthrough if cam is not None else None
 
+    def transcoder(self, camera_id: str) -> TranscodeFeed | None:
+        """The camera's transcoder while anyone watches it transcoded."""
+        cam = self._cameras.get(camera_id)
+        return cam.transcode if cam is not None else None
+
     # WHEP -----------------------------------------------------------------------------------------
     async def open(self, camera_id: str, offer: str, viewer: str) -> tuple[LiveSession, str]:
         """Answer ``offer`` with a session sending the camera's video; returns the answer SDP."""

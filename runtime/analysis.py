@@ -247,7 +247,10 @@ class CameraAnalysis:
         incident_id = new_incident_id()
         try:
             job: ClipJob | None = self.recorder.start(
-                started_wallclock, self.config.pre_s, name=f"{incident_id}.mp4"
+                started_wallclock,
+                self.config.pre_s,
+                name=f"{incident_id}.mp4",
+                incident_id=incident_id,
             )
         except Exception:
             log.exception("camera %s: clip recording could not start", self.camera_id)
@@ -307,6 +310,8 @@ class CameraAnalysis:
             return
         entry = await asyncio.to_thread(self._spool_entry, incident, result)
         await self.archiver.submit(entry)
+        # In the spool's manifest now: the journal that would have rebuilt it can go.
+        await asyncio.to_thread(result.drop_journal)
 
     def _spool_entry(self, incident: _Open, clip: ClipResult) -> SpoolEntry:
         snap_path = snap_key = snap_sha = None

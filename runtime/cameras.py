@@ -36,7 +36,9 @@ from ingest.types import CameraStreamConfig
 from runtime.analysis import AnalysisConfig, CameraAnalysis, CrowdConfig
 from runtime.archiver import Archiver
 from runtime.gb28181 import AlarmFeed, DeviceAlarm, alarm_fields
+from runtime.internal import advertise_url
 from runtime.metrics import CameraCollector
+from runtime.recovery import recover_clips
 from runtime.services import Services
 from storage import cameras as repo
 from storage.events import append_event
@@ -97,6 +99,8 @@ class CameraRuntime:
         self.worker_id = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
         self.role = role
         self.lease_s = services.settings.workers.lease_s
+        #: Where the other processes reach this one (an ``api`` node forwarding live view).
+        self.url = advertise_url(services.settings.server)
         self._started_at = utcnow()
         self._leased: set[str] = set()
         self._surplus: set[str] = set()
@@ -136,6 +140,9 @@ class CameraRuntime:
         self._loop = asyncio.get_running_loop()
         collector = CameraCollector(self.manager.statuses)
         self.services.registry.register(collector)
+        # Before any camera runs or is taken over: clips a crash interrupted come back
+        # from their journals first, then what is still missing is failed.
+        await asyncio.to_thread(self._recover_clips)
         await asyncio.to_thread(self._fail_lost_clips)
         await self._renew_leases()
         helpers = [
@@ -317,6 +324,7 @@ class CameraRuntime:
             role=self.role,
             started_at=self._started_at,
             last_seen=now,
+            url=self.url,
         )
         with self.services.db.session() as session:
             heartbeat(session, worker, now)
@@ -505,6 +513,15 @@ class CameraRuntime:
                 repo.record_status(
                     session, camera_id, self._status_update(camera_id, st.state, st.last_error)
                 )
+
+    def _recover_clips(self) -> None:
+        done = recover_clips(self.services, self.archiver.spool)
+        if done.recovered:
+            self.services.hub.notify()
+            log.warning(
+                "%d clip(s) interrupted by the last stop recovered from their journals",
+                len(done.recovered),
+            )
 
     def _fail_lost_clips(self) -> None:
         """Clips this host was writing when it last stopped cannot be finished: say so."""

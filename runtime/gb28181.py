@@ -28,7 +28,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import hmac
 import logging
 import os
 import secrets
@@ -44,7 +43,7 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.errors import XueliangError
-from config.settings import GB28181Settings, ServerSettings
+from config.settings import GB28181Settings
 from ingest.errors import CameraUnreachableError, StreamEndedError
 from ingest.gb28181.endpoint import (
     Call,
@@ -64,6 +63,7 @@ from ingest.gb28181.media import (
     parse_channel_url,
 )
 from ingest.sources import Source, SourceOptions, open_source
+from runtime.internal import advertise_url, internal_client, refusal
 from runtime.metrics import Gb28181Collector
 from runtime.services import Services
 from storage import gb28181 as repo
@@ -75,7 +75,6 @@ from storage.secrets import SecretBox
 
 __all__ = [
     "BYE_PATH",
-    "INTERNAL_HEADER",
     "INVITE_PATH",
     "SERVICE",
     "AlarmFeed",
@@ -83,9 +82,7 @@ __all__ = [
     "DeviceAlarm",
     "Gb28181",
     "NotTheEndpoint",
-    "advertise_url",
     "alarm_fields",
-    "internal_token",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,38 +93,12 @@ SERVICE = "gb28181-sip"
 #: The internal routes a camera process calls on the endpoint's holder.
 INVITE_PATH = "/internal/gb28181/invite"
 BYE_PATH = "/internal/gb28181/bye"
-#: The header carrying the token between processes (:func:`internal_token`).
-INTERNAL_HEADER = "X-Xueliang-Internal"
 #: Fencing: stop serving when the lease could not be renewed for this part of its time.
 _FENCE = 0.8
 
 
 class NotTheEndpoint(XueliangError):
     """This process does not run the SIP endpoint now (another one holds its lease)."""
-
-
-def internal_token(box: SecretBox) -> str:
-    """The token processes of one installation show each other: derived from the shared
-    key, so nothing more is configured, and useless to anyone without that key."""
-    return box.derive(b"internal-rpc").hex()
-
-
-def token_matches(box: SecretBox, sent: str | None) -> bool:
-    """Whether a caller showed :func:`internal_token` (compared in constant time)."""
-    return hmac.compare_digest((sent or "").encode(), internal_token(box).encode())
-
-
-def advertise_url(server: ServerSettings) -> str:
-    """This process's HTTP base URL as other processes reach it: ``server.advertise_url``,
-    else ``http://HOST:PORT`` (the machine's name when HOST is a wildcard address)."""
-    if server.advertise_url:
-        return server.advertise_url.rstrip("/")
-    host = server.host
-    if host in ("", "0.0.0.0", "::"):
-        host = socket.gethostname()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{server.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,15 +227,12 @@ class _HolderClient:
     """The endpoint as a process that does not hold it reaches it: the internal HTTP routes
     of the holder (``api/routes/internal.py``), with the installation's internal token."""
 
-    def __init__(self, token: str, timeout_s: float) -> None:
-        self._token, self._timeout_s = token, timeout_s
+    def __init__(self, box: SecretBox, timeout_s: float) -> None:
+        self._box, self._timeout_s = box, timeout_s
         self._http: httpx.AsyncClient | None = None
 
     def open(self) -> None:
-        # trust_env off: a proxy configured for the outside must not see the token.
-        self._http = httpx.AsyncClient(
-            timeout=self._timeout_s, headers={INTERNAL_HEADER: self._token}, trust_env=False
-        )
+        self._http = internal_client(self._box, self._timeout_s)
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -276,7 +244,7 @@ class _HolderClient:
         if response.status_code != 200:
             raise CameraUnreachableError(
                 f"INVITE of {body['channel_id']} through the endpoint at {url}: "
-                + _refusal(response)
+                + refusal(response)
             )
         return _media_call(response)
 
@@ -288,7 +256,7 @@ class _HolderClient:
             log.debug("BYE of call %s not sent: %s", call_id, err)
             return
         if response.status_code >= 300:
-            log.debug("BYE of call %s through %s: %s", call_id, url, _refusal(response))
+            log.debug("BYE of call %s through %s: %s", call_id, url, refusal(response))
 
     async def _post(self, url: str, body: dict[str, Any]) -> httpx.Response:
         if self._http is None:
@@ -299,17 +267,6 @@ class _HolderClient:
             raise CameraUnreachableError(
                 f"the GB/T 28181 endpoint at {url} did not answer: {str(err) or type(err).__name__}"
             ) from err
-
-
-def _refusal(response: httpx.Response) -> str:
-    """What the holder said, and what to do about a refused token."""
-    try:
-        detail = str(response.json()["detail"])
-    except (ValueError, KeyError, TypeError):
-        detail = response.reason_phrase
-    if response.status_code == 401:
-        detail += " (every process of the installation needs the same secrets.camera_key)"
-    return f"{response.status_code} {detail}"
 
 
 def _media_call(response: httpx.Response) -> MediaCall:
@@ -416,8 +373,7 @@ class Gb28181:
         self.ports = PortPool(*s.media_port_range)
         self.holder_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.url = advertise_url(self.services.settings.server)
-        token = internal_token(self.services.secrets)
-        self._client = _HolderClient(token, s.invite_timeout_s + 3)
+        self._client = _HolderClient(self.services.secrets, s.invite_timeout_s + 3)
 
     @property
     def endpoint(self) -> SipEndpoint:

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from ingest.camera import CameraState, CameraStatus
 from ingest.gb28181.endpoint import EndpointStats
 from ingest.gb28181.media import MediaStats
+from storage.spool import ClipSpool
 
 
 class CameraCollector(Collector):
@@ -53,15 +54,23 @@ class CameraCollector(Collector):
 
 
 class SpoolCollector(Collector):
-    """How many incidents' evidence wait in the local spool for the object store."""
+    """The local spool: evidence waiting for the object store, clips being journaled,
+    and the disk they take (a full disk stops crash-safe recording: alert on free bytes)."""
 
-    def __init__(self, depth: Callable[[], int]) -> None:
-        self._depth = depth
+    def __init__(self, spool: ClipSpool) -> None:
+        self._spool = spool
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        g = GaugeMetricFamily("xueliang_spool_clips", "Clips waiting in the local spool for upload")
-        g.add_metric([], self._depth())
-        yield g
+        usage = self._spool.usage()
+        for name, text, value in (
+            ("clips", "Clips waiting in the local spool for upload", self._spool.depth()),
+            ("open_clips", "Clips being journaled to the spool as they record", usage.open_clips),
+            ("bytes", "Bytes of every file in the local spool", usage.bytes),
+            ("free_bytes", "Bytes free on the spool's file system", usage.free_bytes),
+        ):
+            g = GaugeMetricFamily(f"xueliang_spool_{name}", text)
+            g.add_metric([], value)
+            yield g
 
 
 class Gb28181Collector(Collector):

@@ -3,7 +3,8 @@
 :func:`build_process` maps the settings to adapters (:class:`~runtime.services.Services`),
 builds the background workers (delivery, retention, and for camera roles the archiver and
 the camera runtime) and the live-view service, and hands each part what it needs: the live
-view gets the camera runtime's ring lookup, the API gets a :class:`CameraControl`. Nothing
+view gets the camera runtime's ring lookup (and its router, for cameras run elsewhere, the
+database's leases), the API gets a :class:`CameraControl`. Nothing
 is patched onto a shared object after construction, and no part reaches into another's
 private attributes. :meth:`Process.running` is the lifespan: start-up checks, the workers'
 tasks, and an orderly shutdown (live sessions first, then the workers, then the adapters).
@@ -27,6 +28,8 @@ from live.webrtc import LiveService
 from runtime.archiver import Archiver
 from runtime.cameras import CameraRuntime, build_spool
 from runtime.gb28181 import Gb28181
+from runtime.internal import advertise_url
+from runtime.live import LiveRouter
 from runtime.metrics import SpoolCollector
 from runtime.retention import RetentionWorker
 from runtime.roles import ROLES
@@ -70,6 +73,8 @@ class Process:
     services: Services
     role: str
     live: LiveService
+    #: Live view from this node: here when the camera runs here, else through its worker.
+    live_router: LiveRouter
     workers: list[Worker]
     archiver: Archiver
     cameras: CameraRuntime | None = None
@@ -93,7 +98,7 @@ class Process:
         await asyncio.to_thread(self.services.start)
         # Parsing the ONVIF WSDLs takes seconds: do it now, not in the first request.
         warm = asyncio.create_task(warm_onvif(), name="onvif-warm-up")
-        collector = SpoolCollector(self.archiver.spool.depth)
+        collector = SpoolCollector(self.archiver.spool)
         self.services.registry.register(collector)
         if self.gb28181 is not None:
             # Before HTTP is answered: the process that wins the endpoint already serves SIP.
@@ -104,6 +109,7 @@ class Process:
         finally:
             # Viewers first, while their cameras still run; then the workers.
             await self.live.aclose()
+            await self.live_router.aclose()
             for task in [*self._tasks, warm]:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -138,8 +144,15 @@ def build_process(
             alarms=gb.alarms if gb is not None else None,
         )
         workers += [archiver, cameras]
-    live = LiveService(cameras.ring if cameras is not None else _no_ring)
-    return Process(services, role, live, workers, archiver, cameras, gb)
+    ring = cameras.ring if cameras is not None else _no_ring
+    live = LiveService(ring)
+    router = LiveRouter(
+        live,
+        services,
+        lambda camera_id: ring(camera_id) is not None,
+        advertise_url(settings.server),
+    )
+    return Process(services, role, live, router, workers, archiver, cameras, gb)
 
 
 def _no_ring(camera_id: str) -> PacketRing | None:

@@ -64,6 +64,7 @@ def incident_fields(row: Incident) -> dict[str, Any]:
         "status": row.status,
         "started_at": row.started_at,
         "ended_at": row.ended_at,
+        "end_reason": row.end_reason,
         "peak_persons": row.peak_persons,
         "alarm": row.alarm,
     }
@@ -276,12 +277,33 @@ def pending_clips(session: Session, limit: int = 100) -> list[Incident]:
 def close_interrupted(session: Session, camera_ids: Sequence[str]) -> int:
     """Incidents of these cameras left open by a worker that died (or this one, restarted).
 
-    Their packets were only in the dead process's memory, so no clip can be made: the
-    incident is closed at its last update and its clip marked failed with the reason,
-    rather than shown as in progress forever. Called when a worker takes a camera over.
+    Their packets are in the dead process's spool, on its host: the incident is closed at
+    its last update and its clip marked failed with the reason, rather than shown as in
+    progress forever, until that host starts again and recovers the clip from its journal
+    (:func:`recover_clip`). Called when a worker takes a camera over.
     """
     query = select(Incident).where(Incident.ended_at.is_(None), Incident.camera_id.in_(camera_ids))
     return sum(_fail(session, row, row.updated_at) for row in session.scalars(query))
+
+
+def recover_clip(session: Session, incident_id: str, last_frame_at: datetime) -> Incident | None:
+    """A clip rebuilt from the journal a dead process left: the incident gets it back.
+
+    An incident that was still open when its process died — or that another worker closed
+    since as interrupted (:func:`close_interrupted`) — ends at its last recorded frame with
+    ``end_reason`` ``process_died``; one that had ended normally keeps its end (only its
+    post-roll was cut short). Its clip is pending again, for the archiver. ``None`` when
+    the incident is gone or its clip archived already (nothing to do).
+    """
+    row = session.get(Incident, incident_id)
+    if row is None or row.clip_state == "archived":
+        return None
+    if row.end_reason is None and (row.ended_at is None or row.clip_state == "failed"):
+        row.ended_at = last_frame_at
+        row.end_reason = "process_died"
+    row.clip_state, row.clip_error, row.updated_at = "pending", None, utcnow()
+    append_event(session, "incident.updated", summary(row), row.grid_code)
+    return row
 
 
 def fail_lost_clips(session: Session, host: str, spooled: set[str]) -> int:

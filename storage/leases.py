@@ -136,6 +136,25 @@ def _take(
     return True
 
 
+@dataclass(frozen=True)
+class CameraHolder:
+    """The worker whose lease on a camera is current, and where it is reached."""
+
+    worker_id: str
+    url: str | None
+
+
+def holder(session: Session, camera_id: str, now: datetime) -> CameraHolder | None:
+    """Who runs ``camera_id`` now: the holder of its unexpired lease (``None``: nobody, e.g.
+    its worker died and the lease has not been taken over yet)."""
+    row = session.execute(
+        select(CameraLease.worker_id, Worker.url)
+        .join(Worker, Worker.id == CameraLease.worker_id, isouter=True)
+        .where(CameraLease.camera_id == camera_id, CameraLease.expires_at >= now)
+    ).first()
+    return CameraHolder(row.worker_id, row.url) if row is not None else None
+
+
 def release_all(session: Session, worker_id: str) -> None:
     """On a clean shutdown: give the cameras back at once instead of after the lease time."""
     session.execute(delete(CameraLease).where(CameraLease.worker_id == worker_id))

@@ -162,6 +162,8 @@ class Incident(Base):
     status: Mapped[str] = mapped_column(String(16), default="new")
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
+    #: Why it ended when not by itself: ``process_died`` (recovered after a crash).
+    end_reason: Mapped[str | None] = mapped_column(String(32), default=None)
     peak_persons: Mapped[int | None] = mapped_column(Integer)
     peak_motion: Mapped[float | None] = mapped_column(Float)
     snapshot_key: Mapped[str | None] = mapped_column(String(300))
@@ -206,6 +208,9 @@ class Worker(Base):
     role: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime]
     last_seen: Mapped[datetime] = mapped_column(index=True)
+    #: Its HTTP base URL (``server.advertise_url``): where an ``api`` node forwards the live
+    #: view of a camera this worker runs. ``None`` for rows written before it was recorded.
+    url: Mapped[str | None] = mapped_column(String(500), default=None)
 
 
 class CameraLease(Base):

@@ -21,10 +21,12 @@ import json
 import logging
 import os
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from storage.durable import write_atomic
+from storage.journal import JOURNAL_SUFFIX
 from storage.objects import validate_key
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,13 @@ def check_name(name: str, what: str = "spool file name") -> str:
     if problem:
         raise SpoolPathError(f"bad {what} {name!r:.80}: {problem}")
     return name
+
+
+@dataclass(frozen=True)
+class SpoolUsage:
+    bytes: int  # every file in the spool
+    open_clips: int  # journals of clips still recording (or left by a crash)
+    free_bytes: int  # room left on the spool's file system
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,18 @@ class ClipSpool:
     def depth(self) -> int:
         """How many entries wait (cheap: counts manifests)."""
         return sum(1 for _ in self.root.glob("*" + MANIFEST_SUFFIX))
+
+    def usage(self) -> SpoolUsage:
+        """What the spool holds on disk (its files, the journals of open clips among
+        them) and the room left on its file system."""
+        used = journals = 0
+        with os.scandir(self.root) as it:
+            for item in it:
+                with contextlib.suppress(OSError):  # removed meanwhile
+                    if item.is_file(follow_symlinks=False):
+                        used += item.stat(follow_symlinks=False).st_size
+                        journals += item.name.endswith(JOURNAL_SUFFIX)
+        return SpoolUsage(used, journals, shutil.disk_usage(self.root).free)
 
     def remove(self, entry: SpoolEntry) -> None:
         """Forget an entry once archived: manifest first, so a crash never leaves a manifest

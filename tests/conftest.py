@@ -78,22 +78,37 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+@contextmanager
+def pg_schema(base: str, prefix: str) -> Iterator[str]:
+    """A fresh schema in the PostgreSQL database ``base``, as a URL every connection of
+    which sees only that schema (libpq option); dropped afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each test using this runs against SQLite and against PostgreSQL (fresh schema)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.db'}"
         return
-    base: str = request.getfixturevalue("pg_database")
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(base, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    # libpq option: every connection of this test sees only its own schema.
-    yield f"{base}?options=-csearch_path%3D{schema}"
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    with pg_schema(request.getfixturevalue("pg_database"), "t") as url:
+        yield url
+
+
+@pytest.fixture
+def shared_db(pg_database: str) -> Iterator[str]:
+    """A PostgreSQL schema of its own, for every process of an installation a test runs."""
+    with pg_schema(pg_database, "inst") as url:
+        yield url
 
 
 @pytest.fixture

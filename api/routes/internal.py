@@ -1,11 +1,16 @@
 """Internal routes: what the processes of one installation ask each other, on every role.
 
-A camera process that reads a GB/T 28181 channel but does not hold the SIP endpoint asks
-the holder to INVITE the channel to *its own* media address, and later to BYE the call
-(``runtime/gb28181.py``, ``docs/deployment.md``). These routes are not part of the public
-API: they are left out of the OpenAPI document, and every request must carry the token
-derived from the installation's key (:func:`runtime.gb28181.internal_token`), compared in
-constant time; without it, 401 before anything else is looked at.
+- A camera process that reads a GB/T 28181 channel but does not hold the SIP endpoint asks
+  the holder to INVITE the channel to *its own* media address, and later to BYE the call
+  (``runtime/gb28181.py``, ``docs/deployment.md``).
+- A node that does not run a camera forwards a viewer's WHEP offer, and its DELETE, to the
+  worker that does (``runtime/live.py``); the viewer's rights were checked, and the view
+  audited, by the node the viewer asked.
+
+These routes are not part of the public API: they are left out of the OpenAPI document,
+and every request must carry the token derived from the installation's key
+(:func:`runtime.internal.internal_token`), compared in constant time; without it, 401
+before anything else is looked at.
 """
 
 from __future__ import annotations
@@ -16,15 +21,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ServicesDep
+from api.routes.webrtc import http_error
 from ingest.errors import IngestError
-from runtime.gb28181 import (
-    BYE_PATH,
-    INTERNAL_HEADER,
-    INVITE_PATH,
-    Gb28181,
-    NotTheEndpoint,
-    token_matches,
-)
+from live.errors import LiveError
+from runtime.gb28181 import BYE_PATH, INVITE_PATH, Gb28181, NotTheEndpoint
+from runtime.internal import INTERNAL_HEADER, token_matches
+from runtime.live import LIVE_PATH
 from runtime.process import Process
 
 
@@ -98,3 +100,37 @@ async def bye(body: ByeIn, gb: Gb28181Dep) -> None:
         await gb.bye_here(body.call_id)
     except NotTheEndpoint as err:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(err)) from None
+
+
+class OfferIn(BaseModel):
+    """A viewer's WHEP offer, forwarded by the node the viewer asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    offer: str = Field(min_length=1, max_length=256 * 1024)
+    viewer: str = Field(min_length=1, max_length=200)  # for the logs; audited by the sender
+
+
+class AnswerOut(BaseModel):
+    answer: str
+    session_id: str
+
+
+@router.post(LIVE_PATH + "/{camera_id}", status_code=status.HTTP_201_CREATED)
+async def live_offer(camera_id: str, body: OfferIn, request: Request) -> AnswerOut:
+    """Answer a forwarded offer from this process's live view only (never forwarded on:
+    503 when the camera does not run here, and the sender looks its worker up again)."""
+    process: Process = request.app.state.process
+    try:
+        session, answer = await process.live.open(camera_id, body.offer, body.viewer)
+    except LiveError as err:
+        raise http_error(err) from None
+    return AnswerOut(answer=answer, session_id=session.id)
+
+
+@router.delete(LIVE_PATH + "/{camera_id}/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def live_close(camera_id: str, session_id: str, request: Request) -> None:
+    """End a forwarded session (404 when it has ended already)."""
+    process: Process = request.app.state.process
+    if not await process.live.close(session_id, camera_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live session {session_id}")

@@ -1,7 +1,9 @@
 """Live view, WHEP style: the browser POSTs an SDP offer, gets the answer and a session URL.
 
-The sessions live in the process's :class:`~live.webrtc.LiveService` (built by the
-composition root, ``runtime.process``, with the camera runtime's ring lookup).
+Any node answers: the process's :class:`~runtime.live.LiveRouter` serves a camera run here
+from its :class:`~live.webrtc.LiveService`, and forwards the offer (and the DELETE) of any
+other to the worker holding the camera's lease, whose media then goes straight to the
+browser. Who may watch is decided, and audited, here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from api.deps import LiveDep, ServicesDep, require
 from api.scope import allows, visible_grid_codes
 from live.errors import BadOfferError, LiveError, LiveUnavailableError, NoCommonCodecError
+from runtime.live import LiveForwardError
 from runtime.services import Services
 from storage import cameras as repo
 from storage.audit import audit
@@ -49,7 +52,11 @@ def _session_url(camera_id: str, session_id: str) -> str:
         404: {"description": "No such camera."},
         415: {"description": "Content-Type is not application/sdp."},
         422: {"description": "The browser offers no H.264 (packetization-mode 1)."},
-        503: {"description": "The camera is not run here or has no video yet."},
+        502: {"description": "The worker running the camera refused the forwarded offer."},
+        503: {
+            "description": "No worker runs the camera now, or it has no video yet (retry "
+            "after `Retry-After`)."
+        },
     },
 )
 async def start_live_view(
@@ -57,7 +64,8 @@ async def start_live_view(
 ) -> Response:
     """Start watching a camera: its H.264 passed through when browsers decode it (8-bit
     4:2:0), as one of the browser's offered H.264 payload types, else transcoded once per
-    camera. Every start is audited."""
+    camera. Any node answers (the offer goes to the camera's worker). Every start is
+    audited."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != SDP:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"send the SDP offer as {SDP}")
@@ -65,12 +73,12 @@ async def start_live_view(
     if not await asyncio.to_thread(_watch_allowed, services, who, camera_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id}")
     try:
-        session, answer = await live.open(camera_id, offer, who.name)
+        answer = await live.open(camera_id, offer, who.name)
     except LiveError as err:
-        raise _http(err) from None
-    location = _session_url(camera_id, session.id)
+        raise http_error(err) from None
+    location = _session_url(camera_id, answer.session_id)
     return Response(
-        answer,
+        answer.sdp,
         status_code=status.HTTP_201_CREATED,
         media_type=SDP,
         headers={"Location": location, "Cache-Control": "no-store"},
@@ -84,7 +92,7 @@ async def start_live_view(
 )
 async def stop_live_view(camera_id: str, session_id: str, live: LiveDep, _: Operator) -> None:
     """End a live session; the camera's upstream stays as long as others watch."""
-    if not await live.close(session_id, camera_id):
+    if not await live.close(camera_id, session_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live session {session_id}")
 
 
@@ -99,7 +107,7 @@ def _watch_allowed(services: Services, who: Principal, camera_id: str) -> bool:
     return True
 
 
-def _http(err: LiveError) -> HTTPException:
+def http_error(err: LiveError) -> HTTPException:
     """Live errors as HTTP (the app's handlers would make every XueliangError a 422)."""
     if isinstance(err, BadOfferError):
         return HTTPException(status.HTTP_400_BAD_REQUEST, str(err))
@@ -109,4 +117,6 @@ def _http(err: LiveError) -> HTTPException:
         return HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, str(err), headers={"Retry-After": "2"}
         )
+    if isinstance(err, LiveForwardError):
+        return HTTPException(status.HTTP_502_BAD_GATEWAY, str(err))
     return HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, str(err))

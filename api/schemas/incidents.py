@@ -55,6 +55,12 @@ class IncidentOut(BaseModel):
     status: IncidentStatus
     started_at: datetime
     ended_at: datetime | None
+    end_reason: Literal["process_died"] | None = Field(
+        default=None,
+        description="Set when the incident did not end by itself: `process_died` — the "
+        "process recording it died; `ended_at` is its last recorded frame and the clip was "
+        "recovered from the spool's journal.",
+    )
     peak_persons: int | None = None
     alarm: DeviceAlarm | None = Field(
         default=None, description="A `device_alarm`'s fields, as the GB/T 28181 device sent them."

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,7 +61,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from sqlalchemy import create_engine, text
 
 from api.app import create_app
 from api.schemas.cameras import AnalyticsIn, RecordingIn
@@ -73,7 +71,7 @@ from storage.incidents import ArchivedClip, NewIncident, create_incident, mark_a
 from storage.models import Camera, utcnow
 from storage.tokens import ROLES, create_token
 from tests.api.conftest import Api
-from tests.conftest import free_port
+from tests.conftest import free_port, pg_schema
 
 #: Generated cases per operation and caller; raise it for a deeper run on a workstation.
 MAX_EXAMPLES = int(os.environ.get("XL_FUZZ_EXAMPLES", "10"))
@@ -343,17 +341,8 @@ def _database(request: pytest.FixtureRequest, kind: str) -> Iterator[str | None]
     if kind == "sqlite":
         yield None
         return
-    base: str = request.getfixturevalue("pg_database")
-    schema = f"fuzz_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(base, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    with pg_schema(request.getfixturevalue("pg_database"), "fuzz") as url:
+        yield url
 
 
 def _document() -> dict[str, Any]:

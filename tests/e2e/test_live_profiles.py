@@ -12,10 +12,16 @@ Main, High with SPS/PPS before every IDR, High with SPS/PPS only in the SDP
 generated High-profile MP4 played as a file source, SPS/PPS only in its ``avcC``). Every
 one must be passed through (no transcoding) and play: the first frame within 2 s of the
 page creating its peer connection, at least 20 frames within 8 s.
+
+And an H.265 camera (x265, Main): Chromium 156 on Linux offers no H.265 to WebRTC (its
+offer lists VP8, VP9, H.264 and AV1 only; H.265 needs a hardware decoder there), so the
+service transcodes it to Constrained Baseline H.264 — once for the camera, however many
+watch it, and only while someone does. Two viewers, the same bounds.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +39,7 @@ from live.webrtc import LiveService
 from storage.tokens import create_token
 from tests.conftest import LiveServer
 from tests.e2e.conftest import ADMIN, wait_until
-from tests.peers.rtsp import RtspServer, live_pattern
+from tests.peers.rtsp import RtspServer, h265_pattern, live_pattern
 
 FPS = 15
 FIRST_FRAME_S = 2.0
@@ -47,8 +53,9 @@ MOUNTS = {
     "high-sdp-only": live_pattern(
         width=640, height=360, fps=FPS, profile="high", parameter_sets="sdp"
     ),
+    "h265": h265_pattern(width=640, height=360, fps=FPS),
 }
-CASES = [*MOUNTS, "demo"]
+CASES = [*(m for m in MOUNTS if m != "h265"), "demo"]
 EXPECTED_PROFILE = {
     "baseline": "Constrained Baseline",
     "main": "Main",
@@ -56,6 +63,7 @@ EXPECTED_PROFILE = {
     "high-sdp-only": "High",
     "demo": "High",
 }
+TRANSCODE_THREAD = "live-transcode-{camera_id}"
 
 # Before the console's scripts run: remember every peer connection and when it was made.
 RECORD_PEERS = """
@@ -204,3 +212,49 @@ def test_chromium_decodes_live_view(cameras: Cameras, context: BrowserContext, c
     assert result["framesDecoded"] >= MIN_FRAMES, result
     page.close()
     wait_until(lambda: not cameras.live.sessions(camera_id), 10, "the session to close")
+
+
+@pytest.mark.slow
+def test_chromium_decodes_an_h265_camera_through_one_shared_transcoder(
+    cameras: Cameras, context: BrowserContext
+) -> None:
+    camera_id = cameras.ids["h265"]
+    ring = cameras.app.state.process.cameras.ring(camera_id)
+    assert ring.params is not None and ring.params.codec_name == "hevc"
+    thread = TRANSCODE_THREAD.format(camera_id=camera_id)
+
+    context.add_init_script(f"sessionStorage.setItem('xl.token', {cameras.operator!r});")
+    context.add_init_script(RECORD_PEERS)
+    pages, results = [], []
+    for _ in range(2):  # the second joins while the first still watches
+        page = context.new_page()
+        page.goto(cameras.url + f"/console/#/cameras/{camera_id}")
+        results.append(page.evaluate(MEASURE, {"windowMs": WINDOW_S * 1000, "pollMs": 100}))
+        pages.append(page)
+    for n, result in enumerate(results):
+        print(
+            f"\nh265 viewer {n + 1}: sent as {result.get('codec')}; first frame after "
+            f"{result.get('firstMs')} ms, {result.get('framesDecoded')} frames decoded in "
+            f"{WINDOW_S:.0f} s"
+        )
+        assert "error" not in result, result
+        assert not any("H265" in line for line in result["offered"]), "Chromium offers H.265"
+        assert result["firstMs"] is not None, f"Chromium decoded no frame: {result}"
+        assert result["firstMs"] <= FIRST_FRAME_S * 1000, result
+        assert result["framesDecoded"] >= MIN_FRAMES, result
+
+    sessions = cameras.live.sessions(camera_id)
+    assert [s.mode for s in sessions] == ["transcode", "transcode"], sessions
+    transcoder = cameras.live.transcoder(camera_id)
+    assert transcoder is not None and all(s.track.feed is transcoder for s in sessions)
+    assert [t.name for t in threading.enumerate()].count(thread) == 1
+
+    for page in pages:
+        page.close()
+    wait_until(lambda: not cameras.live.sessions(camera_id), 10, "the sessions to close")
+    assert cameras.live.transcoder(camera_id) is None
+    wait_until(
+        lambda: thread not in {t.name for t in threading.enumerate()},
+        5,
+        "the transcoder's thread to end with its last viewer",
+    )

@@ -16,29 +16,24 @@ Also here: two contenders racing for one lease on PostgreSQL never hold it toget
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, text
 
-from runtime.gb28181 import BYE_PATH, INTERNAL_HEADER, INVITE_PATH, SERVICE
+from runtime.gb28181 import BYE_PATH, INVITE_PATH, SERVICE
+from runtime.internal import INTERNAL_HEADER
 from storage.db import Database
 from storage.models import utcnow
 from storage.service_leases import LeaseHolder, claim, current_holder
 from tests.conftest import free_port, wait_for
+from tests.installation import Installation, Node, pid_of
 from tests.peers.gb28181.device import ChannelSpec, GbDevice, gb_device, make_channels
 from tests.peers.gb28181.media import make_ps_file
 
@@ -53,100 +48,17 @@ LEASE_S = 6.0
 FPS = 10
 
 
-@pytest.fixture
-def shared_db(pg_database: str) -> Iterator[str]:
-    """A schema of its own in the session's PostgreSQL database, for every process."""
-    schema = f"gbso_{uuid.uuid4().hex[:8]}"
-    engine = create_engine(pg_database, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    yield f"{pg_database}?options=-csearch_path%3D{schema}"
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
-
-
-@dataclass
-class Node:
-    """One ``xueliang serve`` process."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    media: tuple[int, int] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-class Installation:
-    """The processes of one installation, started and stopped by the test."""
-
-    def __init__(self, db_url: str, root: Path, sip_port: int) -> None:
-        self.root, self.sip_port = root, sip_port
-        self.nodes: list[Node] = []
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("XUELIANG_")}
-        self.env.update(
-            {
-                "XUELIANG_DATABASE__URL": db_url,
-                "XUELIANG_SECRETS__CAMERA_KEY": Fernet.generate_key().decode(),
-                "XUELIANG_STORAGE__LOCAL__PATH": str(root / "objects"),
-                "XUELIANG_AUTH__BOOTSTRAP_TOKEN": TOKEN,
-                "XUELIANG_WORKERS__LEASE_S": str(LEASE_S),
-                "XUELIANG_INGEST__BACKOFF_INITIAL_S": "0.5",
-                "XUELIANG_INGEST__BACKOFF_MAX_S": "2",
-            }
-        )
-
-    def start(self, name: str, role: str, media: tuple[int, int] | None = None) -> Node:
-        port = free_port()
-        env = {**self.env, "XUELIANG_DATA_DIR": str(self.root / name)}
-        if media is not None:
-            env |= {
-                "XUELIANG_GB28181__ENABLED": "true",
-                "XUELIANG_GB28181__PORT": str(self.sip_port),  # the same: only the holder binds
-                "XUELIANG_GB28181__PASSWORD": PASSWORD,
-                "XUELIANG_GB28181__KEEPALIVE_S": "2",
-                "XUELIANG_GB28181__KEEPALIVE_MISSES": "5",
-                "XUELIANG_GB28181__MEDIA_PORTS": f"{media[0]}-{media[1]}",
-            }
-        log = self.root / f"{name}.log"
-        command = [sys.executable, "-m", "cli.main", "serve", "--role", role, "--port", str(port)]
-        with log.open("wb") as out:
-            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        node = Node(name, process, port, log, media)
-        self.nodes.append(node)
-        return node
-
-    def close(self, failed: bool) -> None:
-        for node in self.nodes:
-            if node.process.poll() is None:
-                node.process.terminate()
-        for node in self.nodes:
-            try:
-                node.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait()
-            if failed:  # what each process said, for whoever reads the failure
-                tail = node.log.read_text(errors="replace")[-4000:]
-                print(f"\n----- {node.name} (exit {node.process.returncode}) -----\n{tail}")
-
-
-def _ready(node: Node) -> bool:
-    try:
-        return httpx.get(f"{node.url}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _pid(holder_or_worker_id: str | None) -> int | None:
-    """The PID in a lease holder's or a worker's ID (``host:pid:random``)."""
-    if not holder_or_worker_id:
-        return None
-    return int(holder_or_worker_id.split(":")[-2])
+def _gb_env(sip_port: int, media: tuple[int, int]) -> dict[str, str]:
+    """A camera worker with GB/T 28181: the same SIP port (only the holder binds it), its
+    own media ports."""
+    return {
+        "XUELIANG_GB28181__ENABLED": "true",
+        "XUELIANG_GB28181__PORT": str(sip_port),
+        "XUELIANG_GB28181__PASSWORD": PASSWORD,
+        "XUELIANG_GB28181__KEEPALIVE_S": "2",
+        "XUELIANG_GB28181__KEEPALIVE_MISSES": "5",
+        "XUELIANG_GB28181__MEDIA_PORTS": f"{media[0]}-{media[1]}",
+    }
 
 
 def _lease(db: Database) -> LeaseHolder | None:
@@ -164,15 +76,18 @@ def test_two_workers_read_channels_through_one_endpoint_and_a_standby_takes_over
     sip_port = free_port()
     low = 40000 + (sip_port % 100) * 40
     ranges = [(low, low + 19), (low + 20, low + 39)]
-    site = Installation(shared_db, tmp_path, sip_port)
+    site = Installation(shared_db, tmp_path, TOKEN, LEASE_S)
     failed = True
     try:
-        workers = [site.start(f"w{n}", "worker", media) for n, media in enumerate(ranges)]
+        workers = [
+            site.start(f"w{n}", "worker", _gb_env(sip_port, media), media)
+            for n, media in enumerate(ranges)
+        ]
         api_node = site.start("api", "api")
-        wait_for(lambda: all(_ready(n) for n in site.nodes), 60, "three processes serving")
+        wait_for(lambda: all(n.ready() for n in site.nodes), 60, "three processes serving")
         holder = wait_for(lambda: _lease(db), 10, "one worker holding the SIP endpoint")
         by_pid = {n.process.pid: n for n in workers}
-        active = by_pid[_pid(holder.holder) or 0]
+        active = by_pid[pid_of(holder.holder) or 0]
         standby = next(n for n in workers if n is not active)
         assert holder.url == active.url  # where the others ask it (server.advertise_url)
         _internal_routes_refuse_strangers(active, api_node)
@@ -193,7 +108,7 @@ def test_two_workers_read_channels_through_one_endpoint_and_a_standby_takes_over
 
         def spread() -> dict[int, str] | None:
             statuses = {c: _status(http, c) for c in cameras}
-            pids = {_pid(s.get("worker_id")) or 0: c for c, s in statuses.items()}
+            pids = {pid_of(s.get("worker_id")) or 0: c for c, s in statuses.items()}
             online = all(s["state"] == "online" for s in statuses.values())
             return pids if online and set(pids) == set(by_pid) else None
 
@@ -215,7 +130,7 @@ def test_two_workers_read_channels_through_one_endpoint_and_a_standby_takes_over
         def taken_over() -> LeaseHolder | None:
             lease = _lease(db)
             return (
-                lease if lease is not None and _pid(lease.holder) == standby.process.pid else None
+                lease if lease is not None and pid_of(lease.holder) == standby.process.pid else None
             )
 
         wait_for(taken_over, LEASE_S + 15, "the standby to take the endpoint's lease")
@@ -227,7 +142,7 @@ def test_two_workers_read_channels_through_one_endpoint_and_a_standby_takes_over
         def back() -> bool:
             statuses = [_status(http, c) for c in (moved_camera, remote_camera)]
             return all(
-                s["state"] == "online" and _pid(s.get("worker_id")) == standby.process.pid
+                s["state"] == "online" and pid_of(s.get("worker_id")) == standby.process.pid
                 for s in statuses
             )
 

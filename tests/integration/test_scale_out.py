@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from storage.cameras import new_camera_id
 from storage.db import Database
@@ -55,18 +53,6 @@ def tiny_video(path: Path) -> Path:
         for packet in stream.encode():
             out.mux(packet)
     return path
-
-
-@pytest.fixture
-def shared_db(pg_database: str) -> Iterator[str]:
-    schema = f"so_{uuid.uuid4().hex[:8]}"
-    engine = create_engine(pg_database, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    yield f"{pg_database}?options=-csearch_path%3D{schema}"
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
 
 
 def test_workers_share_cameras_and_take_over_a_dead_ones(shared_db: str, tmp_path: Path) -> None:

@@ -102,9 +102,12 @@ def file_mount(path: Path, *, fps: int = 10, loop: bool = True) -> dict[str, Any
     return {"kind": "file", "path": str(path), "fps": fps, "loop": loop}
 
 
-def h264file_mount(path: Path, *, fps: float | None = None, loop: bool = True) -> dict[str, Any]:
-    """An H.264 file served as is (no re-encoding), at its own rate unless ``fps``."""
-    mount: dict[str, Any] = {"kind": "h264file", "path": str(path), "loop": loop}
+def h264file_mount(
+    path: Path, *, fps: float | None = None, loop: bool = True, codec: str = "h264"
+) -> dict[str, Any]:
+    """An H.264 (or ``codec="h265"``) file served as is (no re-encoding), at its own rate
+    unless ``fps``."""
+    mount: dict[str, Any] = {"kind": "h264file", "path": str(path), "loop": loop, "codec": codec}
     if fps is not None:
         mount["fps"] = fps
     return mount

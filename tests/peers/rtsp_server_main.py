@@ -27,7 +27,8 @@ Kinds:
   Without ``loop`` every client gets the file once from its start, then EOS.
 - ``h264file``: an H.264 file (MP4/MKV/Annex B) served without re-encoding. Its access
   units are read into memory once and pushed through an ``appsrc`` at ``fps`` (default:
-  the file's own rate), looping with ever-increasing timestamps.
+  the file's own rate), looping with ever-increasing timestamps. ``"codec": "h265"``
+  serves an H.265 file the same way.
 - ``launch``: a raw gst-rtsp-server launch line (payloaders named ``pay0``, ``pay1``…), for
   cameras the other kinds cannot describe (H.265, audio only, corrupted payloads).
 
@@ -152,16 +153,20 @@ def start_looping_player(path: str, channel: str) -> None:
 
 
 class H264FileFactory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
-    """Serves pre-encoded access units from memory through ``appsrc``, looping."""
+    """Serves pre-encoded access units (H.264 or H.265) from memory through ``appsrc``,
+    looping."""
 
-    def __init__(self, units: list[tuple[bytes, bool]], fps: float, loop: bool) -> None:
+    def __init__(
+        self, units: list[tuple[bytes, bool]], fps: float, loop: bool, codec: str = "h264"
+    ) -> None:
         super().__init__()
         self.units, self.loop = units, loop
         self.duration = int(Gst.SECOND / fps)
         self.set_launch(
             "( appsrc name=src is-live=true format=time "
-            "caps=video/x-h264,stream-format=byte-stream,alignment=au "
-            "! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+            f"caps=video/x-{codec},stream-format=byte-stream,alignment=au "
+            f"! {codec}parse config-interval=-1 ! rtp{codec}pay name=pay0 pt=96 "
+            "config-interval=1 )"
         )
         self.connect("media-configure", self.on_configure)
 
@@ -187,11 +192,12 @@ class H264FileFactory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
         src.connect("need-data", need_data)
 
 
-def read_access_units(path: str) -> tuple[list[tuple[bytes, bool]], float]:
-    """Read every H.264 access unit of ``path`` (with SPS/PPS in-band) and its frame rate."""
+def read_access_units(path: str, codec: str = "h264") -> tuple[list[tuple[bytes, bool]], float]:
+    """Read every access unit of ``path`` (with parameter sets in-band) and its frame rate."""
     pipeline = Gst.parse_launch(
-        f'filesrc location="{GLib.strescape(path)}" ! parsebin ! h264parse config-interval=-1 '
-        "! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink sync=false"
+        f'filesrc location="{GLib.strescape(path)}" ! parsebin ! {codec}parse '
+        f"config-interval=-1 ! video/x-{codec},stream-format=byte-stream,alignment=au "
+        "! appsink name=sink sync=false"
     )
     sink = pipeline.get_by_name("sink")
     pipeline.set_state(Gst.State.PLAYING)
@@ -207,7 +213,7 @@ def read_access_units(path: str) -> tuple[list[tuple[bytes, bool]], float]:
             fps = num / den if ok and num else 0.0
     pipeline.set_state(Gst.State.NULL)
     if not units:
-        raise SystemExit(f"no H.264 access units in {path}")
+        raise SystemExit(f"no {codec} access units in {path}")
     # A looped stream must restart on a keyframe: drop anything before the first IDR.
     first_key = next(i for i, (_d, key) in enumerate(units) if key)
     return units[first_key:], fps or 25.0
@@ -217,8 +223,9 @@ def make_factory(mount: str, m: dict[str, Any]) -> GstRtspServer.RTSPMediaFactor
     """Build the media factory for one mount."""
     kind = m.get("kind", "testsrc")
     if kind == "h264file":
-        units, file_fps = read_access_units(m["path"])
-        factory = H264FileFactory(units, float(m.get("fps", file_fps)), m.get("loop", True))
+        codec = m.get("codec", "h264")
+        units, file_fps = read_access_units(m["path"], codec)
+        factory = H264FileFactory(units, float(m.get("fps", file_fps)), m.get("loop", True), codec)
     else:
         factory = GstRtspServer.RTSPMediaFactory()
         if kind == "testsrc":

@@ -7,7 +7,8 @@ service SIGKILLed once just after the half and restarted, and a webhook receiver
 going down, failing (500) and coming back. At the end:
 
 - every incident has an archived clip whose SHA-256 in the API equals that of the object's
-  bytes in S3 (clips cut by the service kill may be marked failed, saying so);
+  bytes in S3, the clips of incidents open at the service kill included (recovered from
+  the spool's journals at the restart, `end_reason` `process_died`: issue #21);
 - every event of the log reached the receiver, in ``seq`` order, signed (at least once:
   repeats are allowed, as re-sends only);
 - the service's RSS and open fds are flat (last 5 minutes against the first 5).
