@@ -82,6 +82,7 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
     app.include_router(internal.router)  # every role: processes ask each other (GB/T 28181)
     if process.serves_api:
         app.include_router(_api_router())
+        app.include_router(cases.hooks)  # the grid platform's signed webhooks (no token)
     app.add_middleware(HttpMetrics, registry=process.services.registry)
     app.add_middleware(
         BodyLimit,
@@ -107,6 +108,7 @@ def _api_router() -> APIRouter:
         admin,
     ):
         api.include_router(module.router)
+    api.include_router(cases.reports)  # POST /incidents/{id}/report
     return api
 
 

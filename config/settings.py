@@ -414,6 +414,102 @@ class ConsoleSettings(_Section):
         return tiles_origin(self.map_tiles_url) if self.map_tiles_url else None
 
 
+#: The states of a case, in the order of GB/T 30428 / CJ/T 315's handling of an event
+#: (上报 → 核实 → 立案 → 派遣 → 处置 → 反馈 → 核查 → 结案).
+CASE_STATES = (
+    "reported",
+    "accepted",
+    "rejected",
+    "filed",
+    "dispatched",
+    "handling",
+    "handled",
+    "verified",
+    "closed",
+)
+CaseState = Literal[
+    "reported",
+    "accepted",
+    "rejected",
+    "filed",
+    "dispatched",
+    "handling",
+    "handled",
+    "verified",
+    "closed",
+]
+
+
+class EventClass(_Section):
+    """An event class of the grid platform (大类/小类, GB/T 30428.2-style codes)."""
+
+    code: str = Field(pattern=r"^[0-9A-Za-z]{2,16}$", description="The class code, e.g. `0101`.")
+    name: str = Field(min_length=1, max_length=100)
+    category: str = Field(min_length=1, max_length=100, description="Its 大类 (major class).")
+    #: Seconds allowed in each state before the case is overdue (absent: no deadline).
+    deadlines_s: dict[CaseState, float] = Field(default_factory=dict)
+
+
+_HOUR = 3600.0
+_DEFAULT_CLASSES = (
+    EventClass(
+        code="0101", name="人员聚集 crowd gathering", category="社会治安 public order",
+        deadlines_s={"reported": 0.5 * _HOUR, "dispatched": _HOUR, "handling": 4 * _HOUR},
+    ),
+    EventClass(
+        code="0102", name="异常闯入 intrusion", category="社会治安 public order",
+        deadlines_s={"reported": 0.5 * _HOUR, "dispatched": _HOUR, "handling": 2 * _HOUR},
+    ),
+    EventClass(
+        code="0201", name="设施遮挡/损坏 facility blocked or damaged",
+        category="市政设施 public facilities",
+        deadlines_s={"reported": 2 * _HOUR, "dispatched": 8 * _HOUR, "handling": 48 * _HOUR},
+    ),
+    EventClass(
+        code="0301", name="设备报警 device alarm", category="视频监控 video network",
+        deadlines_s={"reported": _HOUR, "dispatched": 4 * _HOUR, "handling": 24 * _HOUR},
+    ),
+    EventClass(code="9999", name="其他 other", category="其他 other"),
+)  # fmt: skip
+
+
+class CaseSettings(_Section):
+    """The case loop with the grid platform (event classes, deadlines, inbound webhooks)."""
+
+    classes: tuple[EventClass, ...] = Field(
+        default=_DEFAULT_CLASSES,
+        description="Event classes and their deadlines per state (JSON list in "
+        "`XUELIANG_CASES__CLASSES`); replaces the defaults.",
+    )
+    default_class: dict[str, str] = Field(
+        default_factory=lambda: {"motion": "0102", "crowd": "0101", "device_alarm": "0301"},
+        description="The class of a case reported from an incident of each type, when the "
+        "report names none (else `9999` other).",
+    )
+    inbound_secret: SecretStr | None = Field(
+        default=None,
+        description="Shared secret of the grid platform's webhooks to `POST /cases/inbound` "
+        "(HMAC-SHA256); inbound transitions are refused while unset.",
+    )
+    inbound_max_skew_s: float = Field(
+        default=300.0, gt=0, le=3600, description="Oldest inbound message accepted (seconds)."
+    )
+    overdue_check_s: float = Field(
+        default=10.0, gt=0, le=3600, description="How often deadlines are checked."
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_codes(cls, classes: tuple[EventClass, ...]) -> tuple[EventClass, ...]:
+        codes = [c.code for c in classes]
+        if len(set(codes)) != len(codes):
+            raise ValueError("event class codes must be unique")
+        return classes
+
+    def event_class(self, code: str | None) -> EventClass | None:
+        return next((c for c in self.classes if c.code == code), None)
+
+
 class Settings(BaseSettings):
     """All of Xueliang's configuration."""
 
@@ -441,6 +537,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     gb28181: GB28181Settings = GB28181Settings()
     console: ConsoleSettings = ConsoleSettings()
+    cases: CaseSettings = CaseSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -318,7 +318,7 @@ class CameraAnalysis:
         if incident.peak_image is not None:
             snap = self.archiver.spool.file_path(f"{incident.incident_id}.jpg")
             peak = incident.peak_image
-            snap_sha = _write_jpeg(snap, peak.image if isinstance(peak, Frame) else peak)
+            snap_sha = write_jpeg(snap, peak.image if isinstance(peak, Frame) else peak)
             snap_path = str(snap)
             snap_key = snapshot_key(self.camera_id, incident.started_at, incident.incident_id)
         return SpoolEntry(
@@ -367,7 +367,7 @@ def _utc(wallclock: float) -> datetime:
     return datetime.fromtimestamp(wallclock, UTC)
 
 
-def _write_jpeg(path: Path, image: Image) -> str:
+def write_jpeg(path: Path, image: Image) -> str:
     """Write a JPEG durably (temp + fsync + rename); returns its SHA-256."""
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 88])
     if not ok:

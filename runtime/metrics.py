@@ -1,4 +1,5 @@
-"""Prometheus collectors for what this process runs: cameras and the clip spool."""
+"""Prometheus collectors for what this process runs (cameras, the clip spool, GB/T 28181)
+and, read from the database at scrape time, the installation's cases."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client.registry import Collector
 from ingest.camera import CameraState, CameraStatus
 from ingest.gb28181.endpoint import EndpointStats
 from ingest.gb28181.media import MediaStats
+from storage.case_flow import CaseCounts
 from storage.spool import ClipSpool
 
 
@@ -88,3 +90,34 @@ class Gb28181Collector(Collector):
                     f"GB/T 28181 {prefix.upper()}: {item.name.replace('_', ' ')}",
                     value=getattr(stats, item.name),
                 )
+
+
+class CaseCollector(Collector):
+    """Cases per event class and state, overdue ones, and transitions made, from the
+    database (the same on every API node: scrape one, or take the max)."""
+
+    def __init__(self, counts: Callable[[], CaseCounts]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        counts = self._counts()
+        labels = ["class_code", "state"]
+        cases = GaugeMetricFamily(
+            "xueliang_cases", "Cases per event class and state", labels=labels
+        )
+        overdue = GaugeMetricFamily(
+            "xueliang_cases_overdue", "Cases past the deadline of their state", labels=labels
+        )
+        moves = CounterMetricFamily(
+            "xueliang_case_transitions",
+            "Steps made per event class and state entered",
+            labels=labels,
+        )
+        for family, values in (
+            (cases, counts.cases),
+            (overdue, counts.overdue),
+            (moves, counts.transitions),
+        ):
+            for (code, state), n in sorted(values.items()):
+                family.add_metric([code, state], n)
+        yield from (cases, overdue, moves)

@@ -27,13 +27,15 @@ from ingest.sources import open_source
 from live.webrtc import LiveService
 from runtime.archiver import Archiver
 from runtime.cameras import CameraRuntime, build_spool
+from runtime.cases import CaseDeadlineWorker
 from runtime.gb28181 import Gb28181
 from runtime.internal import advertise_url
 from runtime.live import LiveRouter
-from runtime.metrics import SpoolCollector
+from runtime.metrics import CaseCollector, SpoolCollector
 from runtime.retention import RetentionWorker
 from runtime.roles import ROLES
 from runtime.services import Services
+from storage.case_flow import CaseCounts, case_counts
 
 __all__ = ["ROLES", "CameraControl", "Process", "build_process"]
 
@@ -91,6 +93,10 @@ class Process:
     def serves_api(self) -> bool:
         return self.role != "worker"
 
+    def _case_counts(self) -> CaseCounts:
+        with self.services.db.session() as session:
+            return case_counts(session)
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Start-up checks and the workers' tasks; stops them all on exit."""
@@ -100,6 +106,9 @@ class Process:
         warm = asyncio.create_task(warm_onvif(), name="onvif-warm-up")
         collector = SpoolCollector(self.archiver.spool)
         self.services.registry.register(collector)
+        cases = CaseCollector(self._case_counts) if self.serves_api else None
+        if cases is not None:
+            self.services.registry.register(cases)
         if self.gb28181 is not None:
             # Before HTTP is answered: the process that wins the endpoint already serves SIP.
             await self.gb28181.start()
@@ -114,6 +123,8 @@ class Process:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self.services.registry.unregister(collector)
+            if cases is not None:
+                self.services.registry.unregister(cases)
             self.services.close()
 
 
@@ -125,7 +136,11 @@ def build_process(
         raise ValueError(f"role must be one of {ROLES}")
     services = services or Services.from_settings(settings)
     archiver = Archiver(services, build_spool(services))
-    workers: list[Worker] = [DeliveryWorker(services), RetentionWorker(services)]
+    workers: list[Worker] = [
+        DeliveryWorker(services),
+        RetentionWorker(services),
+        CaseDeadlineWorker(services),
+    ]
     cameras: CameraRuntime | None = None
     gb: Gb28181 | None = None
     if role in ("all", "worker"):

@@ -5,8 +5,10 @@ Every incident's clip is journaled to the spool while it records
 OOM, power cut), the journal stays; at the next start of a camera process on the same
 host (same data dir), before its cameras run, :func:`recover_clips` turns each journal
 into the MP4 the clip would have been — cut at its last complete record, muxed like any
-clip (:func:`storage.clips.write_mp4`) — spools it for the archiver (upload, SHA-256
-check, ``incident.clip_archived``) and marks the incident (:func:`storage.incidents.recover_clip`).
+clip (:func:`storage.clips.write_mp4`) — takes the snapshot from the clip's frame at the
+incident's start (the peak frame died with the process), spools both for the archiver
+(upload, SHA-256 check, ``incident.clip_archived``) and marks the incident
+(:func:`storage.incidents.recover_clip`).
 
 A journal whose clip had reached the spool before the crash is only removed; one that
 cannot be read or muxed is renamed ``*.journal.bad`` and left for a person to look at.
@@ -19,9 +21,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import av
+import numpy as np
+
+from runtime.analysis import write_jpeg
 from runtime.services import Services
 from storage.clips import ClipError, ClipFileInfo, write_mp4
-from storage.incidents import clip_key, recover_clip
+from storage.incidents import clip_key, recover_clip, snapshot_key
 from storage.journal import JOURNAL_SUFFIX, Journal, read_journal
 from storage.spool import ClipSpool, SpoolEntry, SpoolPathError
 
@@ -85,6 +91,26 @@ def _recover(services: Services, spool: ClipSpool, path: Path, spooled: set[str]
     return incident_id
 
 
+def _snapshot(
+    spool: ClipSpool, incident_id: str, clip: ClipFileInfo, at_s: float
+) -> tuple[str, str] | None:
+    """The incident's snapshot, lost with the process: the clip's frame where the incident
+    started (``at_s`` into it), as a JPEG in the spool; (path, SHA-256) or ``None``."""
+    image = None
+    try:
+        with av.open(str(clip.path), mode="r") as container:
+            for frame in container.decode(video=0):
+                image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+                if frame.time is not None and frame.time >= at_s:
+                    break
+    except av.FFmpegError as err:
+        log.warning("incident %s: no snapshot from its recovered clip: %s", incident_id, err)
+    if image is None:
+        return None
+    path = spool.file_path(f"{incident_id}.jpg")
+    return str(path), write_jpeg(path, image)
+
+
 def _spool_if_wanted(
     services: Services, spool: ClipSpool, journal: Journal, clip: ClipFileInfo
 ) -> SpoolEntry | None:
@@ -98,6 +124,9 @@ def _spool_if_wanted(
         row = recover_clip(session, incident_id, last_frame)
         if row is None:
             return None
+        started_at = row.started_at  # naive on SQLite: UTC
+        started = (started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)).timestamp()
+        snapshot = _snapshot(spool, incident_id, clip, started - clip.first_wallclock)
         entry = SpoolEntry(
             incident_id=incident_id,
             camera_id=row.camera_id,
@@ -106,6 +135,11 @@ def _spool_if_wanted(
             clip_sha256=clip.sha256,
             clip_size=clip.size,
             duration_s=clip.duration_s,
+            snapshot_path=snapshot[0] if snapshot else None,
+            snapshot_key=snapshot_key(row.camera_id, row.started_at, incident_id)
+            if snapshot
+            else None,
+            snapshot_sha256=snapshot[1] if snapshot else None,
         )
     spool.add(entry)
     return entry

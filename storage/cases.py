@@ -18,6 +18,8 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from config.errors import XueliangError
+from config.settings import CaseSettings
+from storage.case_flow import TERMINAL, Step, case_event, force, record_start
 from storage.events import append_event
 from storage.grid_models import Case, CaseIncident
 from storage.grids import subtree_query
@@ -42,17 +44,26 @@ class NewCase:
     title: str
     kind: str
     grid_code: str | None = None
+    #: ``filed`` for a case the platform already filed (``POST /cases``), ``reported`` for
+    #: one a video incident reports to it.
+    state: str = "filed"
+    class_code: str | None = None
+    location: dict[str, float] | None = None
+    camera_national_id: str | None = None
 
 
 def new_case_id() -> str:
     return "case_" + uuid.uuid4().hex[:16]
 
 
-def create_case(session: Session, new: NewCase, actor: str) -> Case:
-    """Create an open case."""
+def create_case(
+    session: Session, new: NewCase, actor: str, cases: CaseSettings, case_id: str | None = None
+) -> Case:
+    """Create an open case in ``new.state``: its timeline starts, ``case.created`` is
+    appended."""
     now = utcnow()
     row = Case(
-        id=new_case_id(),
+        id=case_id or new_case_id(),
         external_ref=new.external_ref,
         title=new.title,
         kind=new.kind,
@@ -61,9 +72,16 @@ def create_case(session: Session, new: NewCase, actor: str) -> Case:
         created_by=actor,
         created_at=now,
         updated_at=now,
+        state=new.state,
+        state_since=now,
+        class_code=new.class_code,
+        location=new.location,
+        camera_national_id=new.camera_national_id,
     )
     session.add(row)
     session.flush()
+    record_start(session, row, actor, cases)
+    append_event(session, "case.created", case_event(row) | {"title": row.title}, row.grid_code)
     return row
 
 
@@ -91,6 +109,9 @@ class CaseFilter:
     grid_code: str | None = None
     #: A scoped token's grid: only cases in its subtree.
     within: str | None = None
+    state: str | None = None
+    #: True: past the deadline of their state; False: not (or without one).
+    overdue: bool | None = None
 
 
 def list_cases(
@@ -98,11 +119,16 @@ def list_cases(
 ) -> tuple[list[Case], str | None]:
     """Newest first, keyset-paginated on (created_at, id)."""
     query = select(Case).order_by(Case.created_at.desc(), Case.id.desc())
-    for column, value in ((Case.status, f.status), (Case.kind, f.kind)):
+    for column, value in ((Case.status, f.status), (Case.kind, f.kind), (Case.state, f.state)):
         if value is not None:
             query = query.where(column == value)
     if f.external_ref is not None:
         query = query.where(Case.external_ref == f.external_ref)
+    if f.overdue is not None:
+        now = utcnow()
+        late = and_(Case.deadline_at < now, Case.state.not_in(TERMINAL))
+        in_time = or_(Case.deadline_at.is_(None), Case.deadline_at >= now, Case.state.in_(TERMINAL))
+        query = query.where(late if f.overdue else in_time)
     for i, grid in enumerate((f.grid_code, f.within)):
         if grid is not None:
             query = query.where(Case.grid_code.in_(subtree_query(grid, f"subtree{i}")))
@@ -132,15 +158,16 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise BadCaseCursor("invalid cursor: pass the next_cursor of a previous page") from err
 
 
-def set_status(session: Session, case: Case, status: str) -> bool:
-    """Close or reopen a case; returns whether its status changed."""
+def set_status(session: Session, case: Case, status: str, actor: str, cases: CaseSettings) -> bool:
+    """Close or reopen a case directly (``PATCH``, before the lifecycle existed): closing
+    puts it in ``closed``, reopening back in ``filed``; both are in its timeline. Returns
+    whether its status changed."""
     if status not in STATUSES:
         raise ValueError(f"unknown case status {status!r}")
     if case.status == status:
         return False
-    now = utcnow()
-    case.status, case.updated_at = status, now
-    case.closed_at = now if status == "closed" else None
+    note = "closed directly (PATCH status)" if status == "closed" else "reopened (PATCH status)"
+    force(session, case, Step("closed" if status == "closed" else "filed", actor, note), cases)
     return True
 
 

@@ -57,6 +57,44 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None]
+    #: Where it is in the handling of an event (storage/case_flow.py); ``status`` follows it
+    #: (``closed`` once ``closed`` or ``rejected``).
+    state: Mapped[str] = mapped_column(String(16), default="filed", index=True)
+    state_since: Mapped[datetime] = mapped_column(default=utcnow)
+    class_code: Mapped[str | None] = mapped_column(String(16))
+    #: ``{"lat", "lon"}`` of the camera that saw it.
+    location: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    camera_national_id: Mapped[str | None] = mapped_column(String(20))
+    assignee: Mapped[str | None] = mapped_column(String(200))
+    deadline_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: When ``case.overdue`` was raised for the current state (once per transition).
+    overdue_at: Mapped[datetime | None]
+
+
+class CaseTransition(Base):
+    """One step of a case's timeline: who moved it from where to where, and why."""
+
+    __tablename__ = "case_transitions"
+    __table_args__ = (Index("ix_case_transitions_case", "case_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    assignee: Mapped[str | None] = mapped_column(String(200))
+    deadline_at: Mapped[datetime | None]
+
+
+class InboundMessage(Base):
+    """An inbound webhook message of the grid platform, kept to refuse a replay."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class CaseIncident(Base):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from config.settings import CaseSettings
 from runtime.retention import RetentionWorker
 from storage.cases import NewCase, create_case, link, set_status
 from storage.errors import ObjectNotFound
@@ -32,11 +33,13 @@ def test_old_clips_expire_unless_held_by_an_open_case(api: Api) -> None:
     was_held = _archived_incident(api, days + 5)
     recent = _archived_incident(api, days - 1)
     with api.services.tx() as session:
-        open_case = create_case(session, NewCase("P-1", "theft", "police"), "test")
-        closed_case = create_case(session, NewCase("D-2", "dispute", "dispute"), "test")
+        open_case = create_case(session, NewCase("P-1", "theft", "police"), "test", CaseSettings())
+        closed_case = create_case(
+            session, NewCase("D-2", "dispute", "dispute"), "test", CaseSettings()
+        )
         link(session, open_case, session.get_one(Incident, held), "test")
         link(session, closed_case, session.get_one(Incident, was_held), "test")
-        set_status(session, closed_case, "closed")
+        set_status(session, closed_case, "closed", "test", CaseSettings())
 
     assert RetentionWorker(api.services).sweep() == 2
 

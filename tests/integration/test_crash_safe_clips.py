@@ -98,6 +98,7 @@ def test_a_clip_open_at_a_sigkill_is_recovered_archived_and_verified(
         f"{killed_at - ended:.2f} s before the kill"
     )
     assert item["end_reason"] == "process_died"
+    assert item["snapshot"] is not None, "the snapshot is taken from the recovered clip"
     assert killed_at - LOST_AT_MOST_S <= ended <= killed_at
     assert hashlib.sha256(data).hexdigest() == item["clip"]["sha256"]
     assert first_key and frames >= 10 * (seconds - 1)

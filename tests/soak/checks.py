@@ -16,6 +16,7 @@ from typing import Any
 from tests.integration.test_delivery import SECRET, Delivered
 from tests.soak.probe import Sample
 
+KILL_LOSS_S = 2.0  # issue #21: a clip open at a kill keeps all but its last 2 s at most
 KILLED = "stopped while"  # storage.incidents: clips cut by a service stop say so
 RSS_GROWTH_MAX = 1.30  # last-5-min average over first-5-min average
 FDS_GROWTH_MAX = 1.20
@@ -40,7 +41,7 @@ def clips(
     incidents: Sequence[Mapping[str, Any]],
     objects: Mapping[str, StoredObject],
     events: Sequence[Mapping[str, Any]],
-    service_kills: int,
+    kills: Sequence[float],
     cameras: int,
 ) -> Result:
     """Every incident ended with its clip archived and verified in S3, those open at a
@@ -52,7 +53,13 @@ def clips(
     for inc in incidents:
         failures += _clip_failures(inc, objects)
     if cut:
-        failures.append(f"{len(cut)} clips lost to {service_kills} kill(s) of {cameras} cameras")
+        failures.append(f"{len(cut)} clips lost to {len(kills)} kill(s) of {cameras} cameras")
+    recovered = [i for i in incidents if i.get("end_reason") == "process_died"]
+    late = [i["id"] for i in recovered if not _ends_near_a_kill(i, kills)]
+    if late:
+        failures.append(
+            f"{len(late)} recovered clips end over {KILL_LOSS_S} s before a kill: {late[:5]}"
+        )
     archived = {i["id"] for i in incidents if _state(i) == "archived"}
     failures += _archived_events(archived, events)
     strays = sorted(set(objects) - {i["id"] for i in incidents})
@@ -62,12 +69,19 @@ def clips(
         "incidents": len(incidents),
         "by_state": dict(states),
         "cut_by_kill": len(cut),
-        "recovered_after_kill": sum(1 for i in incidents if i.get("end_reason") == "process_died"),
+        "recovered_after_kill": len(recovered),
         "verified_in_s3": sum(1 for i in incidents if _verified(i, objects)),
         "objects": len(objects),
         "bytes": sum(o.size for o in objects.values()),
     }
     return Result(numbers, failures)
+
+
+def _ends_near_a_kill(inc: Mapping[str, Any], kills: Sequence[float]) -> bool:
+    """An incident the kill interrupted ends at its last recorded frame: at most
+    :data:`KILL_LOSS_S` before a kill (and never after it)."""
+    ended = datetime.fromisoformat(str(inc["ended_at"])).timestamp()
+    return any(0 <= kill - ended <= KILL_LOSS_S for kill in kills)
 
 
 def _state(inc: Mapping[str, Any]) -> str | None:

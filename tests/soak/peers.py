@@ -12,6 +12,7 @@ import contextlib
 import logging
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,6 +99,8 @@ class Peers:
     service: Service
     bucket: str
     counts: dict[str, int] = field(default_factory=dict)
+    #: Wall-clock times of the service kills (clips open then must end within 2 s of one).
+    kills: list[float] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -119,6 +122,8 @@ class Peers:
         }[action]
         log.info("step %s", action)
         with self._lock:
+            if action == "service.kill":
+                self.kills.append(time.time())
             handler()
             self.counts[action] = self.counts.get(action, 0) + 1
 

@@ -101,9 +101,7 @@ def run(args: argparse.Namespace, workdir: Path, db_url: str) -> dict[str, Any]:
         objects = _objects(p)
         delivered = [d for d in list(p.receiver.delivered) if d.path == HOOK]
     results = {
-        "clips": checks.clips(
-            incidents, objects, events, p.counts.get("service.kill", 0), args.cameras
-        ),
+        "clips": checks.clips(incidents, objects, events, p.kills, args.cameras),
         "events": checks.deliveries(delivered, events, start_seq),
         "removal": checks.after_delete(incidents, deleted, DELETE_GRACE_S),
         "resources": checks.resources(monitor.samples, total_s, min(300.0, total_s / 4)),

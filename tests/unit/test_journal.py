@@ -100,9 +100,10 @@ def test_a_recording_clip_keeps_only_metadata_in_memory_and_its_mp4_is_unchanged
     for journal in (False, True):
         ring = PacketRing(capacity_s=30.0, camera_id="cam-1")
         spool = tmp_path / f"spool-{journal}"
-        recorder = ClipRecorder(
-            ring, spool, camera_id="cam-1", config=RecorderConfig(journal=journal)
-        )
+        # Batches of 0 s: every packet is written as it comes (the default 0.25 s would
+        # leave the last few pending until the next batch is due).
+        config = RecorderConfig(journal=journal, journal_batch_s=0.0)
+        recorder = ClipRecorder(ring, spool, camera_id="cam-1", config=config)
         jobs: list[ClipJob] = []
 
         def each(

@@ -31,6 +31,28 @@ import { TOKEN_KEY, route, state } from "./state.js";
  *   history?: HistoryItem[]}} Incident
  */
 /**
+ * An event class of the grid platform, as GET /cases/classes lists it.
+ * @typedef {{code: string, name: string, category: string, deadlines_s: Record<string, number>}} EventClass
+ */
+/**
+ * A case as GET /cases lists it: where it is in the grid platform's handling (state).
+ * @typedef {{id: string, external_ref: string, title: string, kind: string, grid_code?: string | null,
+ *   status: "open" | "closed", state: string, class_code?: string | null,
+ *   location?: {lat: number, lon: number} | null, camera_national_id?: string | null,
+ *   assignee?: string | null, deadline_at?: string | null, overdue: boolean, created_at: string,
+ *   updated_at: string, closed_at?: string | null, incident_ids: string[]}} Case
+ */
+/**
+ * One step of a case's handling (from is null for its creation).
+ * @typedef {{at: string, actor: string, from?: string | null, to: string, note?: string | null,
+ *   assignee?: string | null, deadline_at?: string | null}} CaseStep
+ */
+/**
+ * A case as GET /cases/{id} and its transitions return it.
+ * @typedef {Case & {incidents: Incident[], evidence: {incident_id: string, clip_url?: string | null,
+ *   sha256?: string | null}[], timeline: CaseStep[]}} CaseDetail
+ */
+/**
  * A camera's state from GET /cameras/{id}/status.
  * @typedef {{state?: string, fps?: number | null, last_frame_at?: string | null,
  *   reconnects?: number | null, last_error?: string | null}} CameraStatus

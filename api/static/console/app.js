@@ -4,12 +4,13 @@
 // stream read with fetch() (EventSource cannot send an Authorization header).
 //
 // This entry module routes and starts; the rest is one module per view (login.js,
-// queue.js, incident.js, wall.js, camera.js, map.js, grids.js for the side bar) on shared ones
-// (api.js, dom.js, state.js, live.js, evidence.js, i18n.js). The service worker sw.js
-// only adds the token to evidence requests.
+// queue.js, incident.js, cases.js, wall.js, camera.js, map.js, grids.js for the side bar)
+// on shared ones (api.js, dom.js, state.js, live.js, evidence.js, i18n.js). The service
+// worker sw.js only adds the token to evidence requests.
 
 import { logout, setLive } from "./api.js";
 import { renderCamera } from "./camera.js";
+import { renderCase, renderCases } from "./cases.js";
 import { h, main } from "./dom.js";
 import { renderGridTree } from "./grids.js";
 import { LANGUAGES, lang, setLang, translate } from "./i18n.js";
@@ -34,6 +35,7 @@ function route() {
     link.toggleAttribute("aria-current", link.getAttribute("href") === `#/${section}`);
   }
   if (section === "incidents") state.view = id ? renderIncident(id) : renderQueue();
+  else if (section === "cases") state.view = id ? renderCase(id) : renderCases();
   else if (section === "cameras") state.view = id ? renderCamera(id) : renderWall();
   else if (section === "map") state.view = renderMap();
   else {

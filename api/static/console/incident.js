@@ -1,8 +1,10 @@
-// The incident page (#/incidents/{id}): facts, linked cases, snapshot and clip, the review
-// form (acknowledge, resolve, dismiss, reopen, with a note) and the history; refreshed
-// live when the incident changes.
+// The incident page (#/incidents/{id}): facts, linked cases (with their state), snapshot and
+// clip, the review form (acknowledge, resolve, dismiss, reopen, with a note), sending it to
+// the grid platform as a case (上报网格平台) and the history; refreshed live when the incident
+// or one of its cases changes.
 
 import { api, apiError, getJson } from "./api.js";
+import { caseBadge, eventClasses } from "./cases.js";
 import { badge, errorBox, h, show } from "./dom.js";
 import { evidenceSrc, playClip } from "./evidence.js";
 import { formatTime, t } from "./i18n.js";
@@ -27,6 +29,7 @@ export function renderIncident(id) {
   const facts = h("dl", { class: "facts" });
   const media = h("div", { class: "media" });
   const review = h("section", { class: "card review", "aria-labelledby": "review-title" });
+  const report = h("section", { class: "card review", "aria-labelledby": "report-title" });
   const history = h("section", { class: "card", "aria-labelledby": "history-title" });
   const heading = h("h1", {}, t("incident.title"));
   /** @type {string[]} */
@@ -35,10 +38,13 @@ export function renderIncident(id) {
   show(
     h("p", {}, h("a", { href: "#/incidents" }, "← " + t("incident.back"))),
     heading,
-    h("div", { class: "incident" }, media, h("div", { class: "side-col" }, facts, review, history)),
+    h("div", { class: "incident" }, media, h("div", { class: "side-col" }, facts, review, report, history)),
   );
 
   const form = reviewForm(review, () => refresh());
+  reportForm(report, id, () => refresh());
+  /** @type {string[]} */
+  let caseIds = [];
   async function refresh() {
     /** @type {Incident} */
     let incident;
@@ -52,6 +58,7 @@ export function renderIncident(id) {
       `${t(`type.${incident.type}`)} · ${cameraName(incident.camera_id)} `,
       badge("status", incident.status, t(`status.${incident.status}`)),
     );
+    caseIds = incident.case_ids || [];
     renderFacts(facts, incident);
     form.update(incident);
     renderHistory(history, incident);
@@ -64,7 +71,10 @@ export function renderIncident(id) {
   refresh();
   return {
     onEvent(event) {
-      if (event.type.startsWith("incident.") && event.data?.id === id) refresh();
+      // incident.linked names the incident as incident_id; case.* events name their case.
+      const mine = event.data?.id === id || event.data?.incident_id === id;
+      if (event.type.startsWith("incident.") && mine) refresh();
+      else if (event.type.startsWith("case.") && caseIds.includes(event.data?.case_id)) refresh();
     },
     cleanup() {
       for (const url of urls) URL.revokeObjectURL(url);
@@ -89,15 +99,21 @@ function renderFacts(facts, incident) {
   );
 }
 
-/** @param {string[]} ids */
+/** The linked cases, each a link to its page with its state.
+ *  @param {string[]} ids */
 function casesList(ids) {
   if (!ids.length) return t("incident.no_cases");
-  const list = h("ul", { class: "cases" });
+  const list = h("ul", { class: "cases", id: "incident-cases" });
   for (const id of ids) {
-    const item = h("li", {}, id);
+    const link = h("a", { href: `#/cases/${encodeURIComponent(id)}` }, id);
+    const item = h("li", { dataset: { id } }, link);
     list.append(item);
     getJson(`/cases/${encodeURIComponent(id)}`)
-      .then((c) => item.replaceChildren(`${c.title} (${c.external_ref})`))
+      .then((/** @type {import("./api.js").Case} */ c) => {
+        link.textContent = c.title;
+        item.dataset.state = c.state;
+        item.append(" ", caseBadge(c.state));
+      })
       .catch(() => {});
   }
   return list;
@@ -183,6 +199,62 @@ function reviewForm(box, refresh) {
       for (const button of buttons) button.disabled = !TRANSITIONS[button.dataset.action].includes(incident.status);
     },
   };
+}
+
+/** Sending the incident to the grid platform: a case in `reported`, under the event class
+ *  picked (the server's default for the incident's type when none is), with a note. Sending
+ *  it again while that case is open answers the same case.
+ *  @param {HTMLElement} box
+ *  @param {string} id the incident's
+ *  @param {() => Promise<void>} refresh */
+function reportForm(box, id, refresh) {
+  const klass = h("select", { id: "report-class", name: "class_code" }, h("option", { value: "" }, t("report.default_class")));
+  const note = h("textarea", { id: "report-note", name: "note", rows: 2, maxlength: 2000 });
+  const button = h("button", { type: "submit", class: "primary", id: "report" }, t("report.send"));
+  const result = h("p", { id: "report-result", role: "status" });
+  const message = h("p", { class: "error", role: "alert" });
+  eventClasses().then((list) => {
+    klass.append(...list.map((c) => h("option", { value: c.code }, `${c.code} ${c.name}`)));
+  }, () => {}); // the server's default class is still offered
+  /** @param {SubmitEvent} event */
+  async function send(event) {
+    event.preventDefault();
+    message.textContent = "";
+    button.disabled = true;
+    try {
+      const response = await api(`/incidents/${encodeURIComponent(id)}/report`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ class_code: klass.value || null, note: note.value.trim() || null }),
+      });
+      if (!response.ok) throw await apiError(response);
+      /** @type {import("./api.js").Case} */
+      const c = await response.json();
+      note.value = "";
+      result.replaceChildren(
+        t(response.status === 201 ? "report.sent" : "report.already"), " ",
+        h("a", { href: `#/cases/${encodeURIComponent(c.id)}` }, c.title), " ",
+        caseBadge(c.state),
+      );
+      await refresh();
+    } catch (err) {
+      message.textContent = t("error.generic", { detail: err.message });
+    } finally {
+      button.disabled = false;
+    }
+  }
+  box.replaceChildren(
+    h("h2", { id: "report-title" }, t("report.title")),
+    h("form", { id: "report-form", onsubmit: send },
+      h("label", { for: "report-class" }, t("report.class")),
+      klass,
+      h("label", { for: "report-note" }, t("incident.note")),
+      note,
+      h("p", { class: "hint" }, t("report.hint")),
+      h("div", { class: "actions" }, button)),
+    result,
+    message,
+  );
 }
 
 /**

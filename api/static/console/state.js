@@ -1,6 +1,7 @@
 // State shared by the console's modules: the operator's token, what was loaded at sign-in
-// (cameras, grids), the selected grid, the queue's filters and the current view; and the
-// hook through which a module re-renders the current view (the router in app.js).
+// (cameras, grids), the selected grid, the queue's and the case list's filters and the
+// current view; and the hook through which a module re-renders the current view (the router
+// in app.js).
 
 /** @typedef {import("./api.js").Camera} Camera */
 /** @typedef {import("./api.js").Grid} Grid */
@@ -36,6 +37,8 @@ export const state = {
   grid: null, // selected grid: {code, name, codes: Set of its subtree, leaf}
   /** @type {Filters} */
   filters: {},
+  /** @type {Filters} */
+  caseFilters: {}, // the case list's: state, overdue ("true" or "")
   /** @type {View | null} */
   view: null, // the current view: {onEvent?, cleanup?}
   renders: 0,
