@@ -416,17 +416,6 @@ class ConsoleSettings(_Section):
 
 #: The states of a case, in the order of GB/T 30428 / CJ/T 315's handling of an event
 #: (上报 → 核实 → 立案 → 派遣 → 处置 → 反馈 → 核查 → 结案).
-CASE_STATES = (
-    "reported",
-    "accepted",
-    "rejected",
-    "filed",
-    "dispatched",
-    "handling",
-    "handled",
-    "verified",
-    "closed",
-)
 CaseState = Literal[
     "reported",
     "accepted",

@@ -8,20 +8,17 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
 from config.settings import Settings
 from runtime.cases import CaseDeadlineWorker
-from runtime.services import Services
 from storage.incidents import ArchivedClip, NewIncident, create_incident, mark_archived
 from storage.models import utcnow
-from storage.tokens import ROLES, create_token
+from storage.tokens import create_token
 from tests.api.conftest import BOOTSTRAP, Api
 
 SECRET = "shared-with-the-grid-platform"
@@ -40,20 +37,18 @@ LOOP = [
 
 
 @pytest.fixture
-def loop(make_settings: Callable[..., Settings], db_url: str) -> Iterator[Api]:
-    settings = make_settings(
+def api_settings(make_settings: Callable[..., Settings], db_url: str) -> Settings:
+    """The shared ``api`` fixture's settings, with the grid platform's webhook secret."""
+    return make_settings(
         database={"url": db_url},
         auth={"bootstrap_token": BOOTSTRAP},
         cases={"inbound_secret": SECRET},
     )
-    app = create_app(settings)
-    with TestClient(app) as client:
-        services: Services = app.state.services
-        tokens = {}
-        with services.db.session() as session:
-            for role in ROLES:
-                tokens[role], _ = create_token(session, role, f"test-{role}")
-        yield Api(client=client, services=services, tokens=tokens)
+
+
+@pytest.fixture
+def loop(api: Api) -> Api:
+    return api
 
 
 def _grids_and_camera(api: Api, grid: str = "G1") -> str:
