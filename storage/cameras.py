@@ -176,3 +176,8 @@ def online_seconds(
         if hi > lo:
             total += (hi - lo).total_seconds()
     return total
+
+
+def national_id(camera: Camera) -> str | None:
+    """The camera's national 20-digit ID: as set on it, else its GB/T 28181 channel's."""
+    return camera.national_id or (camera.gb28181 or {}).get("channel_id")

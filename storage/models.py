@@ -109,6 +109,8 @@ class Camera(Base):
     grid_auto: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     lat: Mapped[float | None] = mapped_column(Float)
     lon: Mapped[float | None] = mapped_column(Float)
+    #: Its national 20-digit ID (GB/T 28181 coding), for the grid platform's cases.
+    national_id: Mapped[str | None] = mapped_column(String(20), default=None)
     zones: Mapped[list[Any]] = mapped_column(JSON, default=list)
     analytics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     recording: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

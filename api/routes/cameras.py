@@ -35,6 +35,7 @@ from runtime.services import Services
 from storage import cameras as repo
 from storage import gb28181
 from storage.audit import audit
+from storage.cameras import national_id
 from storage.grids import place_camera
 from storage.models import Camera, utcnow
 from storage.tokens import Principal
@@ -56,6 +57,7 @@ def _out(row: Camera) -> CameraOut:
         location=Location(lat=row.lat, lon=row.lon)
         if row.lat is not None and row.lon is not None
         else None,
+        national_id=national_id(row),
         zones=[ZoneIn.model_validate(z) for z in row.zones],
         analytics=AnalyticsIn.model_validate(row.analytics),
         recording=RecordingIn.model_validate(row.recording),
@@ -155,6 +157,7 @@ def _insert_camera(
         grid_code=body.grid_code,
         lat=body.location.lat if body.location else None,
         lon=body.location.lon if body.location else None,
+        national_id=body.national_id,
         zones=[z.model_dump() for z in body.zones],
         analytics=body.analytics.model_dump(),
         recording=body.recording.model_dump(),
@@ -195,6 +198,7 @@ def _insert_channel_camera(
         if body.location is not None:
             row.lat, row.lon = body.location.lat, body.location.lon
         row.grid_code = body.grid_code
+        row.national_id = body.national_id
         row.zones = [z.model_dump() for z in body.zones]
         row.analytics = body.analytics.model_dump()
         row.recording = body.recording.model_dump()
@@ -295,7 +299,15 @@ def patch_camera(
         if "location" in changes:
             loc = changes["location"]
             row.lat, row.lon = (loc["lat"], loc["lon"]) if loc else (None, None)
-        for key in ("name", "grid_code", "zones", "analytics", "recording", "enabled"):
+        for key in (
+            "name",
+            "grid_code",
+            "national_id",
+            "zones",
+            "analytics",
+            "recording",
+            "enabled",
+        ):
             if key in changes:
                 setattr(row, key, changes[key] if changes[key] is not None else _empty(key))
         if "location" in changes or "grid_code" in changes:

@@ -44,6 +44,7 @@ from api.scope import check_visible, visible_grid_codes
 from config.settings import CaseSettings, CaseState
 from storage import cases as repo
 from storage.audit import audit
+from storage.cameras import national_id
 from storage.case_flow import TERMINAL, Step, TransitionRefused, timeline, transition
 from storage.grid_models import Case, InboundMessage
 from storage.grids import get_grid
@@ -421,7 +422,7 @@ def _new_report(
     location = None
     if camera is not None and camera.lat is not None and camera.lon is not None:
         location = {"lat": camera.lat, "lon": camera.lon}
-    national_id = (camera.gb28181 or {}).get("channel_id") if camera is not None else None
+    national = national_id(camera) if camera is not None else None
     started = incident.started_at.strftime("%Y-%m-%d %H:%M:%S")
     title = f"{class_name} · {where} · {started} UTC" + (f": {note}" if note else "")
     return repo.NewCase(
@@ -432,5 +433,5 @@ def _new_report(
         state="reported",
         class_code=code,
         location=location,
-        camera_national_id=national_id,
+        camera_national_id=national,
     )

@@ -132,6 +132,11 @@ class CameraCreate(_In):
     )
     grid_code: GridCode | None = None
     location: Location | None = None
+    national_id: GbId | None = Field(
+        default=None,
+        description="The camera's national 20-digit ID (GB/T 28181 coding), given to the grid "
+        "platform with the cases it reports; a GB/T 28181 camera's is its channel ID.",
+    )
     zones: Zones = []
     analytics: AnalyticsIn = AnalyticsIn()
     recording: RecordingIn = RecordingIn()
@@ -172,6 +177,7 @@ class CameraPatch(_In):
     substream_url: StreamUrl | None = None
     grid_code: GridCode | None = None
     location: Location | None = None
+    national_id: GbId | None = None
     zones: Zones | None = None
     analytics: AnalyticsIn | None = None
     recording: RecordingIn | None = None
@@ -195,6 +201,9 @@ class CameraOut(BaseModel):
     substream_url: str | None
     grid_code: str | None
     location: Location | None
+    national_id: str | None = Field(
+        default=None, description="Its national ID: as set, else a GB/T 28181 channel's ID."
+    )
     zones: list[ZoneIn]
     analytics: AnalyticsIn
     recording: RecordingIn

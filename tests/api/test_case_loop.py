@@ -22,6 +22,7 @@ from storage.tokens import create_token
 from tests.api.conftest import BOOTSTRAP, Api
 
 SECRET = "shared-with-the-grid-platform"
+NATIONAL_ID = "15050200001320000001"  # 通辽 (1505), a camera (132) — GB/T 28181 coding
 LOOP = [
     ("accepted", {}),
     ("filed", {"note": "立案"}),
@@ -66,10 +67,12 @@ def _grids_and_camera(api: Api, grid: str = "G1") -> str:
             "rtsp_url": "rtsp://192.0.2.1/x",
             "grid_code": grid,
             "location": {"lat": 43.65, "lon": 122.24},
+            "national_id": NATIONAL_ID,
         },
         headers=admin,
     )
     assert r.status_code == 201, r.text
+    assert r.json()["national_id"] == NATIONAL_ID
     camera_id: str = r.json()["id"]
     return camera_id
 
@@ -101,6 +104,7 @@ def test_a_reported_incident_goes_round_the_loop_to_closed(loop: Api) -> None:
     case = r.json()
     assert (case["state"], case["class_code"], case["grid_code"]) == ("reported", "0101", "G1")
     assert case["location"] == {"lat": 43.65, "lon": 122.24}
+    assert case["camera_national_id"] == NATIONAL_ID
     assert case["incident_ids"] == [incident_id]
     clip = loop.client.get(f"/api/v1/incidents/{incident_id}", headers=operator).json()["clip"]
     assert case["evidence"] == [
@@ -270,3 +274,16 @@ def test_the_event_classes_are_listed(loop: Api) -> None:
     by_code = {c["code"]: c for c in classes}
     assert by_code["0101"]["deadlines_s"]["reported"] == 1800
     assert "9999" in by_code
+
+
+def test_a_camera_national_id_is_20_digits(loop: Api) -> None:
+    camera_id = _grids_and_camera(loop)
+    admin = loop.as_role("admin")
+    bad = loop.client.patch(
+        f"/api/v1/cameras/{camera_id}", json={"national_id": "1505020000132"}, headers=admin
+    )
+    assert bad.status_code == 422 and "national_id" in bad.text
+    cleared = loop.client.patch(
+        f"/api/v1/cameras/{camera_id}", json={"national_id": None}, headers=admin
+    )
+    assert cleared.status_code == 200 and cleared.json()["national_id"] is None
