@@ -111,7 +111,7 @@ class SecretsSettings(_Section):
 
 class SecuritySettings(_Section):
     auth_failures: int = Field(
-        default=100,
+        default=200,
         ge=1,
         le=1_000_000,
         description="Requests with a wrong or revoked bearer token allowed per client address "
