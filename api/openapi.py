@@ -44,6 +44,10 @@ class ErrorOut(BaseModel):
     detail: str | list[FieldError] = Field(
         description="What went wrong and what to do; for invalid input, one entry per field."
     )
+    allowed: list[str] | None = Field(
+        default=None,
+        description="A 409 for a step a case cannot take: the states it can go to instead.",
+    )
 
 
 def error(description: str) -> dict[str, Any]:

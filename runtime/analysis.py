@@ -34,6 +34,7 @@ from ingest.slot import FrameSlot
 from ingest.types import Frame
 from runtime.archiver import Archiver
 from runtime.services import Services
+from storage.clips import frame_at
 from storage.durable import write_atomic
 from storage.incidents import (
     NewIncident,
@@ -315,10 +316,13 @@ class CameraAnalysis:
 
     def _spool_entry(self, incident: _Open, clip: ClipResult) -> SpoolEntry:
         snap_path = snap_key = snap_sha = None
-        if incident.peak_image is not None:
+        peak = incident.peak_image
+        image = peak.image if isinstance(peak, Frame) else peak
+        if image is None:  # the incident ended before a peak was seen: its first moment
+            image = frame_at(clip.path, incident.started_at.timestamp() - clip.start_wallclock)
+        if image is not None:
             snap = self.archiver.spool.file_path(f"{incident.incident_id}.jpg")
-            peak = incident.peak_image
-            snap_sha = write_jpeg(snap, peak.image if isinstance(peak, Frame) else peak)
+            snap_sha = write_jpeg(snap, image)
             snap_path = str(snap)
             snap_key = snapshot_key(self.camera_id, incident.started_at, incident.incident_id)
         return SpoolEntry(

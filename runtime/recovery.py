@@ -21,12 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import av
-import numpy as np
-
 from runtime.analysis import write_jpeg
 from runtime.services import Services
-from storage.clips import ClipError, ClipFileInfo, write_mp4
+from storage.clips import ClipError, ClipFileInfo, frame_at, write_mp4
 from storage.incidents import clip_key, recover_clip, snapshot_key
 from storage.journal import JOURNAL_SUFFIX, Journal, read_journal
 from storage.spool import ClipSpool, SpoolEntry, SpoolPathError
@@ -96,15 +93,7 @@ def _snapshot(
 ) -> tuple[str, str] | None:
     """The incident's snapshot, lost with the process: the clip's frame where the incident
     started (``at_s`` into it), as a JPEG in the spool; (path, SHA-256) or ``None``."""
-    image = None
-    try:
-        with av.open(str(clip.path), mode="r") as container:
-            for frame in container.decode(video=0):
-                image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
-                if frame.time is not None and frame.time >= at_s:
-                    break
-    except av.FFmpegError as err:
-        log.warning("incident %s: no snapshot from its recovered clip: %s", incident_id, err)
+    image = frame_at(clip.path, at_s)
     if image is None:
         return None
     path = spool.file_path(f"{incident_id}.jpg")

@@ -26,6 +26,8 @@ from typing import Any
 import av
 import av.container
 import av.video.stream
+import numpy as np
+import numpy.typing as npt
 
 from storage.durable import replace_durably
 from storage.errors import StorageError
@@ -38,6 +40,7 @@ __all__ = [
     "PlannedPacket",
     "TimestampPlan",
     "UnsupportedStreamError",
+    "frame_at",
     "plan_timestamps",
     "write_mp4",
 ]
@@ -378,3 +381,18 @@ def _hash_and_sync(path: Path) -> tuple[str, int]:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
         os.fsync(f.fileno())
         return digest, os.fstat(f.fileno()).st_size
+
+
+def frame_at(path: Path, at_s: float) -> npt.NDArray[np.uint8] | None:
+    """The clip's picture ``at_s`` seconds in (the last one when it is shorter), as BGR;
+    ``None`` when nothing decodes. For an incident's snapshot when no frame was kept."""
+    image = None
+    try:
+        with av.open(str(path), mode="r") as container:
+            for frame in container.decode(video=0):
+                image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+                if frame.time is not None and frame.time >= at_s:
+                    break
+    except av.FFmpegError as err:
+        log.warning("clip %s: no picture at %.1f s: %s", path.name, at_s, err)
+    return image

@@ -38,7 +38,6 @@ from api.schemas.cases import (
     ReportIn,
     TimelineItem,
     TransitionIn,
-    TransitionRefusedOut,
 )
 from api.scope import check_visible, visible_grid_codes
 from config.settings import CaseSettings, CaseState
@@ -262,10 +261,7 @@ def unlink_incident(case_id: str, incident_id: str, services: ServicesDep, who: 
         audit(session, who.name, "unlink", "case", case_id, {"incident_id": incident_id})
 
 
-REFUSED = {
-    "model": TransitionRefusedOut,
-    "description": "Not allowed from the case's state; `allowed` lists where it can go.",
-}
+REFUSED = error("Not allowed from the case's state; `allowed` lists where it can go.")
 
 
 @router.post("/{case_id}/transitions", response_model=CaseDetail, responses={409: REFUSED})
@@ -286,8 +282,8 @@ def move_case(
 
 
 def _refused(err: TransitionRefused) -> JSONResponse:
-    body = TransitionRefusedOut(detail=str(err), allowed=list(err.allowed))
-    return JSONResponse(body.model_dump(), status_code=status.HTTP_409_CONFLICT)
+    body = {"detail": str(err), "allowed": list(err.allowed)}
+    return JSONResponse(body, status_code=status.HTTP_409_CONFLICT)
 
 
 # -- Inbound webhooks of the grid platform ---------------------------------------------------

@@ -114,11 +114,6 @@ class TransitionIn(_In):
     )
 
 
-class TransitionRefusedOut(BaseModel):
-    detail: str
-    allowed: list[CaseState]
-
-
 class ReportIn(_In):
     class_code: str | None = Field(
         default=None,

@@ -18,6 +18,7 @@ from storage.clips import (
     CodecParams,
     EncodedPacket,
     UnsupportedStreamError,
+    frame_at,
     plan_timestamps,
     write_mp4,
 )
@@ -356,3 +357,15 @@ def test_write_mp4_failure_is_a_clip_error_and_an_os_error(tmp_path: Path) -> No
 
     assert isinstance(caught.value, OSError)
     assert not (tmp_path / "missing-dir").exists()
+
+
+def test_frame_at_gives_the_picture_at_a_time_for_a_snapshot(tmp_path: Path) -> None:
+    """An incident whose rules saw no peak gets its snapshot from its clip (frame_at)."""
+    source = encode_video(tmp_path / "src.mp4", 50, fmt="mp4")
+    image = frame_at(source, 1.0)
+    assert image is not None and image.shape == (240, 320, 3)
+    last = frame_at(source, 60.0)  # past the end: the last picture
+    assert last is not None and not (last == image).all()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    assert frame_at(broken, 0.0) is None
