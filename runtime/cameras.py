@@ -518,9 +518,13 @@ class CameraRuntime:
         done = recover_clips(self.services, self.archiver.spool)
         if done.recovered:
             self.services.hub.notify()
+        if done.recovered or done.bad:
             log.warning(
-                "%d clip(s) interrupted by the last stop recovered from their journals",
+                "clips interrupted by the last stop: %d recovered from their journals, "
+                "%d journals unusable (kept as .bad), %d with nothing left to recover",
                 len(done.recovered),
+                done.bad,
+                done.removed,
             )
 
     def _fail_lost_clips(self) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "TransitionRefused",
     "case_event",
     "force",
+    "is_overdue",
     "raise_overdue",
     "record_start",
     "timeline",
@@ -142,6 +143,18 @@ def _default_deadline(
     event_class = cases.event_class(class_code)
     seconds = event_class.deadlines_s.get(state) if event_class else None  # type: ignore[call-overload]
     return now + timedelta(seconds=seconds) if seconds else None
+
+
+def is_overdue(case: Case, now: datetime | None = None) -> bool:
+    """Past the deadline of its current state (what ``raise_overdue`` and the
+    ``overdue`` filter of the case list also decide)."""
+    if case.deadline_at is None or case.state in TERMINAL:
+        return False
+    now = now or utcnow()
+    deadline = case.deadline_at
+    if deadline.tzinfo is None:  # SQLite gives naive UTC back
+        now = now.replace(tzinfo=None)
+    return deadline < now
 
 
 def timeline(session: Session, case_id: str) -> list[CaseTransition]:

@@ -44,7 +44,7 @@ from config.settings import CaseSettings, CaseState
 from storage import cases as repo
 from storage.audit import audit
 from storage.cameras import national_id
-from storage.case_flow import TERMINAL, Step, TransitionRefused, timeline, transition
+from storage.case_flow import Step, TransitionRefused, is_overdue, timeline, transition
 from storage.grid_models import Case, InboundMessage
 from storage.grids import get_grid
 from storage.models import Camera, Incident, utcnow
@@ -70,20 +70,12 @@ def _out(case: Case, incident_ids: list[str]) -> CaseOut:
         camera_national_id=case.camera_national_id,
         assignee=case.assignee,
         deadline_at=case.deadline_at,
-        overdue=_overdue(case),
+        overdue=is_overdue(case),
         created_at=case.created_at,
         updated_at=case.updated_at,
         closed_at=case.closed_at,
         incident_ids=incident_ids,
     )
-
-
-def _overdue(case: Case) -> bool:
-    if case.deadline_at is None or case.state in TERMINAL:
-        return False
-    deadline = case.deadline_at
-    now = utcnow() if deadline.tzinfo else utcnow().replace(tzinfo=None)  # naive on SQLite
-    return deadline < now
 
 
 def _detail(session: Session, case: Case) -> CaseDetail:
