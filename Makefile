@@ -15,7 +15,7 @@ TEST_PKGS := $(RUN_PKGS) ffmpeg python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugi
 	gstreamer1.0-tools gstreamer1.0-rtsp postgresql-client iproute2 util-linux \
 	chromium fonts-wqy-microhei sip-tester
 
-.PHONY: run test check lint unit bench soak clean lock
+.PHONY: run test check lint unit bench soak city clean lock
 
 run: $(VENV)/.installed
 	@scripts/apt-ensure $(RUN_PKGS)
@@ -52,6 +52,14 @@ SOAK_ARGS ?=
 soak: $(VENV)/.installed
 	@scripts/apt-ensure $(TEST_PKGS)
 	$(BIN)/python -m tests.soak $(SOAK_ARGS)
+
+# The city simulator (issue #18; not part of `make test`): 20,000 simulated cameras, 40
+# workers and an API node on the local PostgreSQL, ~15 minutes; `CITY_ARGS=--small` for
+# the CI city. Prints every figure with its target (bench/README.md).
+CITY_ARGS ?=
+city: $(VENV)/.installed
+	@scripts/ensure-postgres
+	$(BIN)/python -m tests.scale $(CITY_ARGS)
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@scripts/apt-ensure $(RUN_PKGS)

@@ -22,6 +22,7 @@ from api.deps import refuse_nul
 from api.middleware import BodyLimit, HttpMetrics, install_security
 from api.routes import (
     admin,
+    availability,
     cameras,
     cases,
     console,
@@ -97,6 +98,7 @@ def _api_router() -> APIRouter:
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(refuse_nul)])
     for module in (
         events,
+        availability,  # before cameras: /cameras/availability is not a camera id
         cameras,
         onvif,
         gb28181,

@@ -99,8 +99,8 @@ ATTRIBUTED = (
     ("analytics.motion", "MotionDetector", "detect", "MotionDetector.detect (5 fps)"),
     ("ingest.ring", "PacketRing", "on_packet", "PacketRing.on_packet, with clip taps"),
     ("runtime.cameras", "CameraRuntime", "_flush", "CameraRuntime._flush: status every 2 s"),
-    ("runtime.cameras", "CameraRuntime", "_write_state", "CameraRuntime._write_state"),
-    ("runtime.cameras", "CameraRuntime", "_balance", "CameraRuntime._balance: leases"),
+    ("runtime.camera_state", "StateWriter", "write", "StateWriter.write: transitions"),
+    ("runtime.leasing", "LeaseKeeper", "renew_now", "LeaseKeeper.renew_now: leases"),
     ("runtime.cameras", "CameraRuntime", "_load_plans", "CameraRuntime._load_plans"),
 )
 

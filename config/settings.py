@@ -228,12 +228,59 @@ class ArchiveSettings(_Section):
     )
 
 
+#: China's Cybersecurity Law (art. 21) asks network operators to keep logs at least six months.
+MIN_AUDIT_DAYS = 180
+
+
+class RetentionSettings(_Section):
+    """How long the control-plane tables keep their rows (docs/deployment.md, "Retention").
+
+    Swept every ``archive.retention_interval_s`` with the clips.
+    """
+
+    transitions_days: int = Field(
+        default=35,
+        ge=2,
+        le=3650,
+        description="Raw camera state transitions kept (each camera keeps the one before the "
+        "cut, its state then); older days are read from the daily availability rows.",
+    )
+    events_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Events kept; never deleted before every subscription has delivered them.",
+    )
+    audit_days: int = Field(
+        default=MIN_AUDIT_DAYS,
+        ge=MIN_AUDIT_DAYS,
+        le=36500,
+        description="Audit log kept; at least 180 days (six months, Cybersecurity Law art. 21).",
+    )
+    availability_days: int = Field(
+        default=1095, ge=1, le=36500, description="Daily availability rows kept (3 years)."
+    )
+    batch: int = Field(
+        default=5000,
+        ge=100,
+        le=1_000_000,
+        description="Rows deleted per transaction: short transactions, short locks.",
+    )
+
+
 class WorkerSettings(_Section):
     lease_s: float = Field(
         default=15.0,
         ge=3,
         le=600,
         description="Camera lease time: a dead worker's cameras are taken over within it.",
+    )
+    simulated_cameras: bool = Field(
+        default=False,
+        description=(
+            "Only for the city simulator (bench/city): lets simulated camera sessions run "
+            "against this database. A service refuses to start with it set."
+        ),
     )
 
 
@@ -521,6 +568,7 @@ class Settings(BaseSettings):
     incidents: IncidentSettings = IncidentSettings()
     crowd: CrowdSettings = CrowdSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    retention: RetentionSettings = RetentionSettings()
     workers: WorkerSettings = WorkerSettings()
     delivery: DeliverySettings = DeliverySettings()
     server: ServerSettings = ServerSettings()

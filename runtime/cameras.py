@@ -14,13 +14,13 @@ import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import cv2
+from sqlalchemy.orm import Session
 
 from analytics.motion import MotionConfig
 from analytics.persons import DetectorConfig, PersonDetector
@@ -35,13 +35,14 @@ from ingest.sources import open_source
 from ingest.types import CameraStreamConfig
 from runtime.analysis import AnalysisConfig, CameraAnalysis, CrowdConfig
 from runtime.archiver import Archiver
+from runtime.camera_state import StateChange, StateWriter
 from runtime.gb28181 import AlarmFeed, DeviceAlarm, alarm_fields
 from runtime.internal import advertise_url
+from runtime.leasing import LeaseKeeper, WorkerIdentity
 from runtime.metrics import CameraCollector
 from runtime.recovery import recover_clips
 from runtime.services import Services
 from storage import cameras as repo
-from storage.events import append_event
 from storage.incidents import (
     NewIncident,
     close_interrupted,
@@ -49,8 +50,7 @@ from storage.incidents import (
     end_incident,
     fail_lost_clips,
 )
-from storage.leases import balance, heartbeat, release, release_all
-from storage.models import Camera, Worker, utcnow
+from storage.models import Camera, utcnow
 from storage.spool import ClipSpool
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,9 @@ class CameraRuntime:
         self.lease_s = services.settings.workers.lease_s
         #: Where the other processes reach this one (an ``api`` node forwarding live view).
         self.url = advertise_url(services.settings.server)
-        self._started_at = utcnow()
-        self._leased: set[str] = set()
-        self._surplus: set[str] = set()
-        self._lease_ok = time.monotonic()
+        identity = WorkerIdentity(self.worker_id, self.host, role, self.url, utcnow())
+        self.leases = LeaseKeeper(services, identity, self.lease_s, on_taken=self._taken)
+        self.states = StateWriter(services, self._status_update)
         self.manager = CameraManager(
             listener=self, sink_factory=self._ring_for, source_factory=source_factory
         )
@@ -115,10 +114,6 @@ class CameraRuntime:
         self._running: dict[str, _Running] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._state_writes: asyncio.Queue[
-            tuple[str, CameraState, CameraState, str | None, datetime]
-        ]
-        self._state_writes = asyncio.Queue(maxsize=10_000)
 
     # Hooks for the API (through runtime.process.CameraControl) ----------------------------
     def changed(self) -> None:
@@ -130,10 +125,7 @@ class CameraRuntime:
         self, camera_id: str, old: CameraState, new: CameraState, error: str | None, at: datetime
     ) -> None:
         """CameraListener: queue the write; the writer keeps the order of transitions."""
-        try:
-            self._state_writes.put_nowait((camera_id, old, new, error, at))
-        except asyncio.QueueFull:
-            log.error("camera %s: state write queue full; state %s not recorded", camera_id, new)
+        self.states.put(StateChange(camera_id, old, new, error, at))
 
     # Main loop -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -147,7 +139,7 @@ class CameraRuntime:
         await self._renew_leases()
         helpers = [
             asyncio.create_task(self._lease_loop(), name="camera-leases"),
-            asyncio.create_task(self._write_states(), name="camera-states"),
+            asyncio.create_task(self.states.run(), name="camera-states"),
             asyncio.create_task(self._flush_statuses(), name="camera-status"),
         ]
         if self._alarms is not None:
@@ -230,9 +222,9 @@ class CameraRuntime:
         # In parallel: each pipeline may wait up to post_s for its last clip to complete.
         await asyncio.gather(*(self._stop_analysis(cid) for cid in list(self._running)))
         await self.manager.aclose()
-        await self._drain_state_writes()
+        await self.states.drain()
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self._release_all)
+            await asyncio.to_thread(self.leases.release_all)
 
     # Device alarms (GB/T 28181) --------------------------------------------------------------
     async def _alarm_loop(self, alarms: AlarmFeed) -> None:
@@ -286,62 +278,22 @@ class CameraRuntime:
 
     async def _release_surplus(self) -> None:
         """Hand back cameras above our share, now that their pipelines have stopped."""
-        done = sorted(c for c in self._surplus if c not in self._running)
+        done = sorted(c for c in self.leases.surplus if c not in self._running)
         if not done:
             return
         try:
-            await asyncio.to_thread(self._release, done)
+            await asyncio.to_thread(self.leases.release, done)
         except Exception as err:
             log.warning("worker %s: cannot release cameras yet: %s", self.worker_id, err)
-            return
-        self._surplus -= set(done)
-
-    def _release(self, camera_ids: list[str]) -> None:
-        with self.services.db.session() as session:
-            release(session, self.worker_id, camera_ids)
 
     async def _renew_leases(self) -> None:
-        try:
-            held = await asyncio.to_thread(self._balance)
-            self._lease_ok = time.monotonic()
-        except Exception as err:
-            log.warning("worker %s: cannot renew camera leases: %s", self.worker_id, err)
-            if time.monotonic() - self._lease_ok < self.lease_s * 0.8:
-                return
-            # Fence ourselves before the leases expire and another worker takes over:
-            # two workers must never analyse one camera (duplicate incidents).
-            held = set()
-        if held != self._leased:
-            self._leased = held
+        if await self.leases.renew():
             self._wake.set()
 
-    def _balance(self) -> set[str]:
-        now = utcnow()
-        worker = Worker(
-            id=self.worker_id,
-            host=self.host,
-            pid=os.getpid(),
-            role=self.role,
-            started_at=self._started_at,
-            last_seen=now,
-            url=self.url,
-        )
-        with self.services.db.session() as session:
-            heartbeat(session, worker, now)
-            holding = balance(session, self.worker_id, now, self.lease_s)
-            self._surplus |= set(holding.surplus)
-            held = set(holding.cameras) - self._surplus
-            new = held - self._leased
-            if new:
-                # A camera taken over: incidents its previous holder left open are closed.
-                close_interrupted(session, sorted(new))
-        if new:
+    def _taken(self, session: Session, camera_ids: list[str]) -> None:
+        """Cameras taken over: incidents their previous holder left open are closed."""
+        if close_interrupted(session, camera_ids):
             self.services.hub.notify()
-        return held
-
-    def _release_all(self) -> None:
-        with self.services.db.session() as session:
-            release_all(session, self.worker_id)
 
     def ring(self, camera_id: str) -> PacketRing | None:
         """The pre-roll ring of a camera run here (live view reads it), else ``None``."""
@@ -375,10 +327,11 @@ class CameraRuntime:
 
     # Registry → plans ----------------------------------------------------------------------
     def _load_plans(self) -> dict[str, CameraPlan]:
+        leased = sorted(self.leases.held)
         with self.services.db.session() as session:
-            rows = repo.list_cameras(session, enabled_only=True)
+            rows = repo.cameras_by_id(session, leased) if leased else []
         plans = {}
-        for row in (r for r in rows if r.id in self._leased):
+        for row in (r for r in rows if r.enabled):
             try:
                 plans[row.id] = self._plan(row)
             except Exception as err:  # a bad row must not stop the other cameras
@@ -441,34 +394,6 @@ class CameraRuntime:
         return self.services.secrets.decrypt(row.main_url_enc)
 
     # State to the database -----------------------------------------------------------------
-    async def _write_states(self) -> None:
-        while True:
-            item = await self._state_writes.get()
-            try:
-                await asyncio.to_thread(self._write_state, *item)
-            except Exception:
-                log.exception("camera %s: state not recorded", item[0])
-
-    async def _drain_state_writes(self) -> None:
-        while not self._state_writes.empty():
-            item = self._state_writes.get_nowait()
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self._write_state, *item)
-
-    def _write_state(
-        self, camera_id: str, old: CameraState, new: CameraState, error: str | None, at: datetime
-    ) -> None:
-        with self.services.tx() as session:
-            if repo.get_camera(session, camera_id) is None:
-                return  # deleted meanwhile
-            status = self._status_update(camera_id, new, error)
-            repo.record_status(session, camera_id, status, at)
-            data = {"camera_id": camera_id, "state": new.value, "at": at.isoformat()}
-            if new == CameraState.ONLINE and old != CameraState.ONLINE:
-                append_event(session, "camera.online", data)
-            elif new == CameraState.OFFLINE and old != CameraState.OFFLINE:
-                append_event(session, "camera.offline", data | {"error": error})
-
     def _status_update(
         self, camera_id: str, state: CameraState, error: str | None
     ) -> repo.StatusUpdate:
@@ -502,17 +427,7 @@ class CameraRuntime:
         Works from the ``statuses`` snapshot: a camera removed meanwhile is no longer in the
         manager (asking it raised, and the whole flush was lost; found by bench_gb28181).
         """
-        with self.services.db.session() as session:
-            rows = repo.get_statuses(session, list(statuses))
-            for camera_id, row in rows.items():
-                st = statuses[camera_id]
-                if row.state != st.state.value:
-                    # The state writer records first rows and transitions (with their
-                    # events); writing them here too could race it and lose an event.
-                    continue
-                repo.record_status(
-                    session, camera_id, self._status_update(camera_id, st.state, st.last_error)
-                )
+        self.states.flush({cid: (st.state, st.last_error) for cid, st in statuses.items()})
 
     def _recover_clips(self) -> None:
         done = recover_clips(self.services, self.archiver.spool)

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from config.errors import XueliangError
 from config.settings import Settings
 from delivery.worker import DeliveryWorker
 from ingest.onvif import warm_up as warm_onvif
@@ -144,6 +145,11 @@ def build_process(
     cameras: CameraRuntime | None = None
     gb: Gb28181 | None = None
     if role in ("all", "worker"):
+        if settings.workers.simulated_cameras:
+            raise XueliangError(
+                "workers.simulated_cameras is set: it is for the city simulator (bench/city) "
+                "only; unset XUELIANG_WORKERS__SIMULATED_CAMERAS to run real cameras"
+            )
         if settings.gb28181.enabled:
             # Devices register to one SIP address: every such camera process competes for
             # the endpoint's lease and only the holder runs it; each reads the media of the

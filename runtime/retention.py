@@ -1,7 +1,11 @@
-"""Retention: clips older than the configured days leave the store, unless on legal hold.
+"""Retention: clips older than the configured days leave the store, unless on legal hold;
+the control-plane tables are kept to their horizons.
 
 An incident linked to an open case keeps its evidence however old it is. The incident
 record itself is kept (its clip state becomes ``expired``), so the history stays complete.
+The tables (transitions, events, audit, daily availability) are swept by
+``storage.retention`` after the clips, finished days rolled up first; see
+docs/deployment.md, "Retention".
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from runtime.services import Services
 from storage.cases import held_incident_ids
 from storage.incidents import expired_clips, mark_expired
 from storage.models import utcnow
+from storage.retention import sweep as sweep_tables
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +40,25 @@ class RetentionWorker:
             await asyncio.sleep(interval)
 
     def sweep(self, now: datetime | None = None) -> int:
-        """Remove expired, unheld clips once; returns how many."""
+        """Remove expired, unheld clips once, then sweep the tables; returns how many clips."""
+        now = now or utcnow()
+        removed = self._expire_clips(now)
+        swept = sweep_tables(self.services.db.session, self.services.settings.retention, now)
+        if swept:
+            log.info(
+                "retention: %d day(s) of availability rolled up; removed %d transition(s), "
+                "%d event(s), %d audit row(s), %d day(s) of daily availability",
+                swept.days_rolled_up,
+                swept.transitions,
+                swept.events,
+                swept.audit,
+                swept.availability_days,
+            )
+        return removed
+
+    def _expire_clips(self, now: datetime) -> int:
         days = self.services.settings.recording.retention_days
-        before = (now or utcnow()) - timedelta(days=days)
+        before = now - timedelta(days=days)
         with self.services.db.session() as session:
             rows = expired_clips(session, before)
             held = held_incident_ids(session, [r.id for r in rows])

@@ -1,16 +1,25 @@
-"""Camera registry, live status and the availability report."""
+"""Camera registry, live status, and the definition of availability (the report itself is
+storage/availability.py)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Literal
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, case, delete, func, insert, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from storage.gb28181 import ChannelView
+from storage.grids import grid_index, subtree_query
+from storage.incidents import BadCursor
 from storage.models import Camera, CameraStateChange, CameraStatus, utcnow
 
 ONLINE = "online"
@@ -33,6 +42,128 @@ def list_cameras(
     if enabled_only:
         query = query.where(Camera.enabled.is_(True))
     return list(session.scalars(query))
+
+
+CameraOrder = Literal["created", "name"]
+
+
+class BadCameraCursor(BadCursor):
+    """The pagination cursor is not one this service issued (or was issued for another order)."""
+
+
+@dataclass(frozen=True)
+class CameraFilter:
+    """What a page of cameras is limited to; each given condition must hold."""
+
+    #: This grid's subtree.
+    grid_code: str | None = None
+    #: And this grid's subtree too (a scoped token's): cameras without a grid are outside.
+    scope: str | None = None
+    #: connecting | online | offline | disabled, as ``GET /cameras/{id}/status`` says.
+    state: str | None = None
+    #: A case-insensitive substring of the name, the national ID or the id.
+    q: str | None = None
+
+
+def page_cameras(
+    session: Session, f: CameraFilter, limit: int, cursor: str | None, order: CameraOrder
+) -> tuple[list[Camera], str | None]:
+    """A page of cameras, keyset-paginated: newest first on (created_at, id), or by name on
+    (name, id) — ``ix_cameras_created`` and ``ix_cameras_name``; no OFFSET, so page *k* of a
+    city costs what page 1 does and a camera added meanwhile neither repeats nor hides one.
+
+    The grid conditions are subqueries (a city's subtree can be thousands of codes, too
+    many to bind); 20,000 cameras are few enough that a blind estimate of the recursive CTE
+    cannot send PostgreSQL far wrong (unlike incidents, ``storage.incidents``).
+    """
+    keys = (Camera.created_at, Camera.id) if order == "created" else (Camera.name, Camera.id)
+    query = select(Camera).where(*_conditions(f))
+    if f.state is not None:
+        query = query.outerjoin(CameraStatus, CameraStatus.camera_id == Camera.id)
+    if order == "created":
+        query = query.order_by(Camera.created_at.desc(), Camera.id.desc())
+    else:
+        query = query.order_by(Camera.name, Camera.id)
+    if cursor:
+        after = _decode_cursor(cursor, order)
+        query = query.where(tuple_(*keys) < after if order == "created" else tuple_(*keys) > after)
+    rows = list(session.scalars(query.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, _encode_cursor(rows[-1], order) if more and rows else None
+
+
+def effective_state() -> ColumnElement[str]:
+    """A camera's state as ``GET /cameras/{id}/status`` answers it: ``disabled`` when
+    disabled, else its status row's, ``connecting`` without one (in a query outer-joining
+    ``camera_status``)."""
+    return case(
+        (Camera.enabled.is_(False), "disabled"),
+        else_=func.coalesce(CameraStatus.state, "connecting"),
+    )
+
+
+def _conditions(f: CameraFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    for name, code in (("grid_subtree", f.grid_code), ("scope_subtree", f.scope)):
+        if code is not None:
+            conditions.append(Camera.grid_code.in_(subtree_query(code, name)))
+    if f.state is not None:
+        conditions.append(effective_state() == f.state)
+    if f.q:
+        conditions.append(
+            or_(
+                *(
+                    col.icontains(f.q, autoescape=True)
+                    for col in (Camera.name, Camera.national_id, Camera.id)
+                )
+            )
+        )
+    return conditions
+
+
+def _encode_cursor(row: Camera, order: CameraOrder) -> str:
+    key = row.created_at.isoformat() if order == "created" else row.name
+    raw = json.dumps([order, key, row.id], ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, order: CameraOrder) -> tuple[Any, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        kind, key, last_id = json.loads(raw)
+        if kind != order or not isinstance(key, str) or not isinstance(last_id, str):
+            raise ValueError(kind)
+        return (datetime.fromisoformat(key) if order == "created" else key), last_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as err:
+        raise BadCameraCursor(
+            "invalid cursor: pass the next_cursor of a previous page, with the same order"
+        ) from err
+
+
+def place_new_cameras(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`storage.grids.place_camera` for many new cameras (rows of ``cameras`` as
+    dicts): a given ``grid_code`` sticks; a camera with a location and none gets the smallest
+    grid containing it, from one grid index and one vectorised query; else no grid."""
+    located = [
+        r for r in rows if r["grid_code"] is None and r["lat"] is not None and r["lon"] is not None
+    ]
+    for row in rows:
+        row["grid_auto"] = False
+    points = [(float(r["lon"]), float(r["lat"])) for r in located]
+    for row, code in zip(located, grid_index(session).locate_many(points), strict=True):
+        row["grid_code"], row["grid_auto"] = code, True
+
+
+def insert_cameras(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many new cameras at once (rows of ``cameras`` as dicts, every column given)."""
+    if rows:
+        session.execute(insert(Camera), list(rows))
+
+
+def cameras_by_id(session: Session, camera_ids: Sequence[str]) -> list[Camera]:
+    """These cameras (the ones that exist), e.g. those a worker holds leases on."""
+    return list(session.scalars(select(Camera).where(Camera.id.in_(camera_ids))))
 
 
 def channel_camera(channel: ChannelView, name: str | None = None) -> Camera:
@@ -123,40 +254,40 @@ def get_status(session: Session, camera_id: str) -> CameraStatus | None:
     return session.get(CameraStatus, camera_id)
 
 
-def get_statuses(session: Session, camera_ids: Sequence[str]) -> dict[str, CameraStatus]:
-    """The stored status rows of these cameras (cameras without one are left out)."""
+def get_statuses(
+    session: Session, camera_ids: Sequence[str], *, skip_locked: bool = False
+) -> dict[str, CameraStatus]:
+    """The stored status rows of these cameras (cameras without one are left out).
+
+    ``skip_locked``: lock them for this transaction, leaving out rows another one holds
+    (PostgreSQL; measurements are written again in a few seconds, no need to wait)."""
     query = select(CameraStatus).where(CameraStatus.camera_id.in_(camera_ids))
+    if skip_locked:
+        query = query.order_by(CameraStatus.camera_id).with_for_update(skip_locked=True)
     return {row.camera_id: row for row in session.scalars(query)}
 
 
-@dataclass(frozen=True)
-class Availability:
-    camera_id: str
-    online_s: float
-    period_s: float
-
-    @property
-    def ratio(self) -> float:
-        return self.online_s / self.period_s if self.period_s > 0 else 0.0
-
-
-def availability(
-    session: Session, camera_ids: Iterable[str], since: datetime, until: datetime
-) -> list[Availability]:
-    """Share of [since, until) each camera spent online, from its logged transitions."""
-    ids = list(camera_ids)
-    rows = session.execute(
-        select(CameraStateChange.camera_id, CameraStateChange.state, CameraStateChange.at)
-        .where(CameraStateChange.camera_id.in_(ids), CameraStateChange.at < until)
-        .order_by(CameraStateChange.camera_id, CameraStateChange.at, CameraStateChange.id)
-    ).all()
-    by_camera: dict[str, list[tuple[str, datetime]]] = {i: [] for i in ids}
-    for camera_id, state, at in rows:
-        by_camera[camera_id].append((state, at))
-    return [
-        Availability(cid, online_seconds(changes, since, until), (until - since).total_seconds())
-        for cid, changes in by_camera.items()
-    ]
+def lock_statuses(session: Session, camera_ids: Sequence[str], at: datetime) -> None:
+    """Create the missing status rows of these cameras and lock them all, in camera order,
+    for this transaction: two workers writing one camera's state at a hand-over then wait
+    for each other in one order instead of deadlocking, and never insert its row twice
+    (both seen in bench/city). A row created here has no state yet (``""``):
+    :func:`record_status` gives it one, and logs that as a transition."""
+    if not camera_ids:
+        return
+    ids = sorted(set(camera_ids))
+    dialect = session.get_bind().dialect.name
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    rows = [{"camera_id": cid, "state": "", "since": at, "updated_at": at} for cid in ids]
+    session.execute(insert_(CameraStatus).values(rows).on_conflict_do_nothing())
+    query = (
+        select(CameraStatus)
+        .where(CameraStatus.camera_id.in_(ids))
+        .order_by(CameraStatus.camera_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    session.scalars(query).all()
 
 
 def online_seconds(
@@ -164,8 +295,10 @@ def online_seconds(
 ) -> float:
     """Seconds online within [since, until), given ordered (state, at) transitions.
 
-    Before its first transition a camera was not yet registered: that time counts as not
-    online, so a camera added mid-period is measured over the whole period.
+    The definition the availability report (``storage.availability``, in SQL) follows and
+    is tested against. Before its first transition a camera was not yet registered: that
+    time counts as not online, so a camera added mid-period is measured over the whole
+    period.
     """
     total = 0.0
     for i, (state, at) in enumerate(changes):

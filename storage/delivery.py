@@ -1,8 +1,10 @@
 """Durable event delivery: subscriptions, per-consumer cursors with leases, the delivery log.
 
 A *consumer* is one webhook subscription (named by its id) or ``mqtt``. Its row in
-``delivery_cursors`` holds the last ``seq`` delivered; events after it are delivered one at
-a time in ``seq`` order, so a consumer is blocked on its oldest undelivered event.
+``delivery_cursors`` holds the last ``seq`` delivered; events after it are delivered in
+``seq`` order (one per request, or up to a subscription's ``batch`` per request), so a
+consumer is blocked on its oldest undelivered event. Successes may be recorded several at a
+time (:func:`record_successes`): the cursor then trails what was sent, never leads it.
 
 Leases make scale-out safe on SQLite and PostgreSQL alike: a worker *claims* a consumer with
 one conditional UPDATE (free, expired, or already its own), renews the lease before every
@@ -15,6 +17,7 @@ long as their clocks agree to within the difference.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,6 +40,7 @@ class NewSubscription:
     types: list[str] | None
     grid_codes: list[str] | None
     created_by: str
+    batch: int = 1  # events per POST (1: one event per request, the original contract)
 
 
 def new_subscription_id() -> str:
@@ -53,6 +57,7 @@ def create_subscription(session: Session, new: NewSubscription) -> Subscription:
         grid_codes=new.grid_codes,
         created_by=new.created_by,
         created_at=utcnow(),
+        batch=new.batch,
     )
     session.add(row)
     session.add(_cursor(row.id, last_seq(session)))
@@ -209,25 +214,42 @@ def record_success(
 ) -> bool:
     """Log the attempt, advance the cursor to its seq and extend the lease to
     ``lease_until``; False when the lease was lost."""
+    return record_successes(session, consumer, owner, [a], lease_until)
+
+
+def record_successes(
+    session: Session,
+    consumer: str,
+    owner: str,
+    attempts: Sequence[Attempt],
+    lease_until: datetime,
+) -> bool:
+    """Log successful attempts (in ``seq`` order), advance the cursor to the last one's seq
+    and extend the lease to ``lease_until``, in one transaction; False when the lease was
+    lost (nothing is written then)."""
+    if not attempts:
+        raise ValueError("record_successes needs at least one attempt")
+    last = attempts[-1]
     result = session.execute(
         update(DeliveryCursor)
         .where(
             DeliveryCursor.consumer == consumer,
             DeliveryCursor.lease_owner == owner,
-            DeliveryCursor.last_delivered_seq < a.seq,
+            DeliveryCursor.last_delivered_seq < last.seq,
         )
         .values(
-            last_delivered_seq=a.seq,
+            last_delivered_seq=last.seq,
             failures=0,
             next_attempt_at=None,
             last_error=None,
             lease_until=lease_until,
-            updated_at=a.at,
+            updated_at=last.at,
         )
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return False
-    _log(session, consumer, a)
+    for a in attempts:
+        _log(session, consumer, a)
     return True
 
 

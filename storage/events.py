@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import Event, utcnow
 
-#: Held for the rest of the appending transaction on PostgreSQL, so that ``seq`` values
-#: become visible in the order they were assigned: a reader polling ``after=SEQ`` never
-#: sees 12 committed before 11 and then skips 11 forever.
+#: Held on PostgreSQL by a committing transaction while its events get their ``seq``
+#: (a deferred trigger, migration 0016), so that ``seq`` values become visible in the
+#: order they were assigned: a reader polling ``after=SEQ`` never sees 12 committed before
+#: 11 and then skips 11 forever. Before the commit an event's ``seq`` is provisional
+#: (negative): the :class:`EventRecord` an append returns carries it on PostgreSQL.
 EVENT_APPEND_LOCK = 0x58554C02
 
 #: Every event type, defined once: the API's schemas and the subscription filter use it.
@@ -53,12 +55,28 @@ def append_event(
     """Append one event in the caller's transaction (it commits with the change it reports)."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVENT_APPEND_LOCK})
     row = Event(type=type_, at=utcnow(), data=data, grid_code=grid_code)
     session.add(row)
     session.flush()
     return _record(row)
+
+
+def append_events(
+    session: Session, events: Sequence[tuple[str, dict[str, Any], str | None]]
+) -> list[EventRecord]:
+    """Append several events ``(type, data, grid_code)`` in the caller's transaction, in
+    order, in one INSERT (a district's cameras going offline together are one transaction
+    per worker, not one per camera: bench/city)."""
+    for type_, _data, _grid in events:
+        if type_ not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {type_!r}")
+    if not events:
+        return []
+    at = utcnow()
+    rows = [Event(type=t, at=at, data=d, grid_code=g) for t, d, g in events]
+    session.add_all(rows)
+    session.flush()
+    return [_record(row) for row in rows]
 
 
 def list_events(

@@ -125,6 +125,9 @@ class Subscription(Base):
     grid_codes: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
     created_by: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Events per POST: 1 is one event per request (the original contract); N > 1 sends
+    #: up to N consecutive wanted events as ``{"events": [...]}`` (opt-in).
+    batch: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class DeliveryCursor(Base):

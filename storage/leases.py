@@ -12,12 +12,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, delete, func, literal, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from storage.models import Camera, CameraLease, Worker
+from storage.models import Camera, CameraLease, UTCDateTime, Worker
+
+#: Held (PostgreSQL, until commit) by a worker taking cameras it does not hold yet.
+LEASE_TAKE_LOCK = 0x58554C03
 
 
 @dataclass(frozen=True)
@@ -66,41 +71,139 @@ class Holding:
 
 
 def balance(session: Session, worker_id: str, now: datetime, lease_s: float) -> Holding:
-    """Renew and acquire leases for ``worker_id`` up to its fair share.
+    """:func:`renew` then :func:`take` up to the fair share, in one transaction (the camera
+    runtime runs them in two, so that a renewal never waits behind a take)."""
+    held = renew(session, worker_id, now, lease_s)
+    mine = held.cameras
+    if len(mine) < held.share:
+        mine = sorted(mine + take(session, worker_id, now, lease_s, held.share - len(mine)))
+    return Holding(cameras=mine, surplus=mine[held.share :])
 
-    Cameras above the share (a worker joined) are reported as ``surplus``: the caller stops
+
+@dataclass(frozen=True)
+class Renewed:
+    """The cameras a worker holds after renewing, and its fair share of the enabled ones."""
+
+    cameras: list[str]
+    share: int
+
+    @property
+    def surplus(self) -> list[str]:
+        return self.cameras[self.share :]
+
+
+def renew(session: Session, worker_id: str, now: datetime, lease_s: float) -> Renewed:
+    """Renew every lease ``worker_id`` holds (one UPDATE) and say what its fair share is
+    (enabled cameras / live workers, rounded up). Set-based, so its cost does not grow
+    with the cameras other workers hold (bench/city: 40 workers, 20,000 cameras).
+
+    Cameras above the share (a worker joined) are the ``surplus``: the caller stops
     analysing them first and only then calls :func:`release`, so the next holder never
     starts while this one still runs (no duplicate incidents).
     """
     expires = now + timedelta(seconds=lease_s)
-    enabled = list(session.scalars(select(Camera.id).where(Camera.enabled.is_(True))))
     cutoff = now - timedelta(seconds=lease_s)
+    enabled = select(Camera.id).where(Camera.enabled.is_(True))
+    count = session.scalar(select(func.count()).select_from(enabled.subquery())) or 0
     alive = session.scalar(
         select(func.count()).select_from(Worker).where(Worker.last_seen >= cutoff)
     )
-    share = math.ceil(len(enabled) / max(1, alive or 1))
-    # Leases of deleted or disabled cameras go.
-    session.execute(delete(CameraLease).where(CameraLease.camera_id.not_in(enabled)))
-    mine = list(
-        session.scalars(
-            select(CameraLease.camera_id)
-            .where(CameraLease.worker_id == worker_id)
-            .order_by(CameraLease.camera_id)
+    share = math.ceil(count / max(1, alive or 1))
+    # Leases of deleted or disabled cameras go: ours, and expired ones of anybody.
+    session.execute(
+        delete(CameraLease).where(
+            CameraLease.camera_id.not_in(enabled),
+            or_(CameraLease.worker_id == worker_id, CameraLease.expires_at < now),
         )
     )
-    if mine:
-        session.execute(
+    mine = session.scalars(
+        update(CameraLease)
+        .where(CameraLease.worker_id == worker_id)
+        .values(expires_at=expires)
+        .returning(CameraLease.camera_id)
+    )
+    return Renewed(sorted(mine), share)
+
+
+def take(session: Session, worker_id: str, now: datetime, lease_s: float, wanted: int) -> list[str]:
+    """Lease up to ``wanted`` more cameras: expired leases first (their worker died), then
+    cameras nobody holds, each in one statement, in a random order.
+
+    On PostgreSQL one worker takes at a time: workers inserting the same free cameras at
+    once deadlocked on the unique index, whatever the order (tests/unit/test_leases.py).
+    A worker that finds another one taking takes nothing this time (``[]``) instead of
+    queueing: 40 workers queued behind each other at a city's cold start (bench/city).
+    """
+    if wanted <= 0:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        got = session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": LEASE_TAKE_LOCK})
+        if not got:
+            return []
+    expires = now + timedelta(seconds=lease_s)
+    enabled = select(Camera.id).where(Camera.enabled.is_(True))
+    taken = _take_expired(session, worker_id, now, expires, wanted, enabled)
+    if len(taken) < wanted:
+        taken += _take_free(session, worker_id, now, expires, wanted - len(taken))
+    return taken
+
+
+def _take_expired(
+    session: Session,
+    worker_id: str,
+    now: datetime,
+    expires: datetime,
+    wanted: int,
+    enabled: Select[Any],
+) -> list[str]:
+    """Take over up to ``wanted`` expired leases (their worker died or let them go)."""
+    candidates = (
+        select(CameraLease.camera_id)
+        .where(CameraLease.expires_at < now, CameraLease.camera_id.in_(enabled))
+        .order_by(func.random())
+        .limit(wanted)
+        # PostgreSQL: rows another worker is taking right now are skipped, not waited for.
+        .with_for_update(skip_locked=True)
+    )
+    return list(
+        session.scalars(
             update(CameraLease)
-            .where(CameraLease.worker_id == worker_id, CameraLease.camera_id.in_(mine))
-            .values(expires_at=expires)
+            .where(CameraLease.camera_id.in_(candidates), CameraLease.expires_at < now)
+            .values(worker_id=worker_id, expires_at=expires, acquired_at=now)
+            .returning(CameraLease.camera_id)
         )
-    for camera_id in enabled:
-        if len(mine) >= share:
-            break
-        if camera_id not in mine and _take(session, camera_id, worker_id, now, expires):
-            mine.append(camera_id)
-    mine.sort()
-    return Holding(cameras=mine, surplus=mine[share:])
+    )
+
+
+def _take_free(
+    session: Session, worker_id: str, now: datetime, expires: datetime, wanted: int
+) -> list[str]:
+    """Lease up to ``wanted`` enabled cameras nobody holds; a camera another worker
+    inserts first is skipped (ON CONFLICT DO NOTHING), not an error."""
+    held = select(CameraLease.camera_id).where(CameraLease.camera_id == Camera.id)
+    chosen = (
+        select(Camera.id)
+        .where(Camera.enabled.is_(True), ~held.exists())
+        .order_by(func.random())
+        .limit(wanted)
+        .subquery()
+    )
+    free = select(
+        chosen.c.id,
+        literal(worker_id),
+        literal(expires, UTCDateTime()),
+        literal(now, UTCDateTime()),
+    ).order_by(chosen.c.id)
+    columns = ["camera_id", "worker_id", "expires_at", "acquired_at"]
+    stmt = _insert(session)(CameraLease).from_select(columns, free)
+    return list(session.scalars(stmt.on_conflict_do_nothing().returning(CameraLease.camera_id)))
+
+
+def _insert(session: Session) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT DO NOTHING (PostgreSQL, SQLite)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return pg_insert
+    return sqlite_insert
 
 
 def release(session: Session, worker_id: str, camera_ids: list[str]) -> None:
@@ -110,30 +213,6 @@ def release(session: Session, worker_id: str, camera_ids: list[str]) -> None:
             CameraLease.worker_id == worker_id, CameraLease.camera_id.in_(camera_ids)
         )
     )
-
-
-def _take(
-    session: Session, camera_id: str, worker_id: str, now: datetime, expires: datetime
-) -> bool:
-    taken = session.execute(
-        update(CameraLease)
-        .where(CameraLease.camera_id == camera_id, CameraLease.expires_at < now)
-        .values(worker_id=worker_id, expires_at=expires, acquired_at=now)
-    )
-    if taken.rowcount:  # type: ignore[attr-defined]
-        return True
-    if session.get(CameraLease, camera_id) is not None:
-        return False  # held by a live worker
-    try:
-        with session.begin_nested():
-            session.execute(
-                insert(CameraLease).values(
-                    camera_id=camera_id, worker_id=worker_id, expires_at=expires, acquired_at=now
-                )
-            )
-    except IntegrityError:
-        return False  # another worker inserted it first
-    return True
 
 
 @dataclass(frozen=True)

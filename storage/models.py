@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -93,6 +94,11 @@ class AuditEntry(Base):
 
 class Camera(Base):
     __tablename__ = "cameras"
+    # The keysets of GET /cameras: newest first, and by name (storage/cameras.py).
+    __table_args__ = (
+        Index("ix_cameras_created", "created_at", "id"),
+        Index("ix_cameras_name", "name", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -294,3 +300,38 @@ class ServiceLease(Base):
     url: Mapped[str] = mapped_column(String(500))
     expires_at: Mapped[datetime]
     acquired_at: Mapped[datetime]
+
+
+#: Retention deletes transitions by age, and the availability report reads the partial days
+#: at the edges of a period by time, across every camera (storage/availability.py).
+Index("ix_camera_state_log_at", CameraStateChange.at)
+
+
+class CameraAvailabilityDay(Base):
+    """One camera's finished UTC day, summed from its transitions (storage/availability.py):
+    a report sums these instead of reading the raw log, which retention compacts."""
+
+    __tablename__ = "camera_availability_daily"
+    __table_args__ = (Index("ix_camera_availability_daily_day", "day"),)
+
+    camera_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    #: Seconds of the day the camera was online.
+    online_s: Mapped[float] = mapped_column(Float)
+    #: Seconds of the day its state was known (after its first transition).
+    known_s: Mapped[float] = mapped_column(Float)
+    #: Transitions logged during the day (a flapping camera has many).
+    changes: Mapped[int] = mapped_column(Integer)
+    #: Its state when the day ended.
+    end_state: Mapped[str] = mapped_column(String(16))
+
+
+class AvailabilityRollup(Base):
+    """A UTC day whose :class:`CameraAvailabilityDay` rows are complete."""
+
+    __tablename__ = "availability_rollups"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    #: How many cameras had a row that day.
+    cameras: Mapped[int] = mapped_column(Integer)
+    rolled_at: Mapped[datetime] = mapped_column(default=utcnow)

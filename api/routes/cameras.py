@@ -1,31 +1,43 @@
-"""Cameras: the registry integrators manage, with live status, snapshot and availability."""
+"""Cameras: the registry integrators manage, with live status and snapshot (the
+availability report is api/routes/availability.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime, timedelta
-from typing import Annotated
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import CamerasDep, ServicesDep, require
+from api.openapi import BAD_CURSOR, error
 from api.routes.onvif import OnvifRegistration, onvif_snapshot, register_onvif_camera
 from api.schemas.cameras import (
+    CSV_FIELD,
     AnalyticsIn,
-    AvailabilityReport,
-    CameraAvailability,
     CameraCreate,
     CameraList,
+    CameraOrder,
     CameraOut,
     CameraPatch,
     CameraStatusOut,
     Gb28181ChannelIn,
+    ImportItem,
+    ImportOut,
+    ImportProblem,
     Location,
     RecordingIn,
+    State,
     ZoneIn,
+    csv_items,
+    problem,
 )
 from api.scope import allows, check_visible, visible_grid_codes
 from config.errors import XueliangError
@@ -36,6 +48,7 @@ from storage import cameras as repo
 from storage import gb28181
 from storage.audit import audit
 from storage.cameras import national_id
+from storage.gb28181 import ChannelView
 from storage.grids import place_camera
 from storage.models import Camera, utcnow
 from storage.tokens import Principal
@@ -210,65 +223,310 @@ def _insert_channel_camera(
 
 
 def _unknown_channel(session: Session, channel: Gb28181ChannelIn) -> HTTPException:
-    if gb28181.get_device(session, channel.device_id) is None:
-        msg = f"no GB/T 28181 device {channel.device_id}: it has not registered yet"
-        loc = ["body", "gb28181", "device_id"]
-    else:
-        msg = (
-            f"device {channel.device_id} has no channel {channel.channel_id} in its catalog "
-            "(POST /gb28181/devices/{device_id}/catalog asks it again)"
-        )
-        loc = ["body", "gb28181", "channel_id"]
+    loc, msg = _channel_problem(session, channel)
     return HTTPException(
         status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": loc, "msg": msg, "type": "value_error"}]
     )
 
 
-@router.get("", response_model=CameraList)
-def list_cameras(services: ServicesDep, who: Viewer) -> CameraList:
-    with services.db.session() as session:
-        return CameraList(items=[_out(r) for r in _visible_cameras(session, who)])
+def _channel_problem(session: Session, channel: Gb28181ChannelIn) -> tuple[list[str], str]:
+    """Where and why a channel that is not known is refused."""
+    if gb28181.get_device(session, channel.device_id) is None:
+        msg = f"no GB/T 28181 device {channel.device_id}: it has not registered yet"
+        return ["body", "gb28181", "device_id"], msg
+    msg = (
+        f"device {channel.device_id} has no channel {channel.channel_id} in its catalog "
+        "(POST /gb28181/devices/{device_id}/catalog asks it again)"
+    )
+    return ["body", "gb28181", "channel_id"], msg
 
 
-def _visible_cameras(session: Session, who: Principal) -> list[Camera]:
-    visible = visible_grid_codes(session, who)
-    return [c for c in repo.list_cameras(session) if allows(visible, c.grid_code)]
-
-
-@router.get("/availability", response_model=AvailabilityReport)
-def availability(
+@router.get("", response_model=CameraList, responses={400: BAD_CURSOR})
+async def list_cameras(
     services: ServicesDep,
     who: Viewer,
-    since: Annotated[datetime | None, Query(description="Default: 24 h before `until`.")] = None,
-    until: Annotated[datetime | None, Query(description="Default: now.")] = None,
-) -> AvailabilityReport:
-    """Share of time each camera was online over a period, and in total."""
-    until = _aware(until) if until else datetime.now(UTC)
-    since = _aware(since) if since else until - timedelta(days=1)
-    if since >= until:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must be before until")
+    grid_code: Annotated[
+        str | None, Query(max_length=64, description="This grid and every grid below it.")
+    ] = None,
+    state: Annotated[
+        State | None,
+        Query(
+            description="As `GET /cameras/{id}/status` says: a camera without status yet is "
+            "`connecting`, a disabled one `disabled`."
+        ),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Part of the name, national ID or id (any case).",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="A `next_cursor` of this list.")] = None,
+    order: Annotated[
+        CameraOrder, Query(description="`created`: newest first; `name`: by name.")
+    ] = "created",
+) -> CameraList:
+    """One page of the cameras in the caller's grid scope (default 100, at most 1000); follow
+    `next_cursor` for the next. A camera added while you page appears on no page or once,
+    never twice, and none is skipped."""
+    f = repo.CameraFilter(grid_code=grid_code, scope=who.grid_scope, state=state, q=q)
+    return await run_in_threadpool(_camera_page, services, f, limit, cursor, order)
+
+
+def _camera_page(
+    services: Services, f: repo.CameraFilter, limit: int, cursor: str | None, order: CameraOrder
+) -> CameraList:
     with services.db.session() as session:
-        cams = _visible_cameras(session, who)
-        names = {c.id: c.name for c in cams}
-        rows = repo.availability(session, names, since, until)
-    items = [
-        CameraAvailability(
-            camera_id=a.camera_id, name=names[a.camera_id], online_s=a.online_s, ratio=a.ratio
+        rows, next_cursor = repo.page_cameras(session, f, limit, cursor, order)
+        return CameraList(items=[_out(r) for r in rows], next_cursor=next_cursor)
+
+
+_IMPORT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"type": "array", "items": {"$ref": "#/components/schemas/CameraCreate"}}
+        },
+        "text/csv": {
+            "schema": {"type": "string"},
+            "example": "name,rtsp_url,lat,lon,national_id\n"
+            "east gate,rtsp://user:pw@192.0.2.7/main,43.65,122.24,15050200001320000001\n",
+        },
+    },
+}
+
+
+@router.post(
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ImportOut,
+    responses={415: error("The body is neither `application/json` nor `text/csv`.")},
+    openapi_extra={"requestBody": _IMPORT_BODY},
+)
+async def import_cameras(
+    request: Request, services: ServicesDep, cameras: CamerasDep, who: Integrator
+) -> ImportOut:
+    """Register many cameras at once, all or none: a JSON array of `POST /cameras` bodies,
+    or CSV (`Content-Type: text/csv`) with a header row naming some of the columns name,
+    rtsp_url, substream_url, gb28181_device_id, gb28181_channel_id, lat, lon, grid_code,
+    national_id, enabled.
+
+    Every row is checked before any is created: a 422 lists each problem as `{"line",
+    "field", "msg"}` — `line` is the CSV line (the header is line 1) or the camera's
+    position in the JSON array (from 1). ONVIF cameras are refused (each is probed over the
+    network: register them with `POST /cameras`); GB/T 28181 channels must be known. A
+    scoped token may only place cameras in its grid (403). 20,000 cameras fit in one call
+    within the server's body limit (`server.max_body_bytes`, 8 MiB by default).
+    """
+    content_type, body = request.headers.get("content-type", ""), await request.body()
+    # Parsing megabytes of CSV takes a while: in the worker thread, with the rest.
+    out = await asyncio.to_thread(_import, services, content_type, body, who)
+    if out.created:
+        cameras.changed()
+    return out
+
+
+def _import_items(content_type: str, body: bytes) -> list[ImportItem]:
+    """The rows of an import body (a 422 lists every row a CSV's shape already refuses)."""
+    kind = content_type.split(";")[0].strip().lower()
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body is not UTF-8") from None
+    if kind == "text/csv":
+        items, problems = csv_items(text)
+        _refuse(problems)
+        return items
+    if kind not in ("", "application/json"):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "send application/json or text/csv"
         )
-        for a in rows
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body is not JSON") from None
+    if not isinstance(parsed, list):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "the body must be a JSON array of cameras (or CSV, with Content-Type: text/csv)",
+        )
+    return [ImportItem(i + 1, fields) for i, fields in enumerate(parsed)]
+
+
+def _refuse(problems: list[ImportProblem]) -> None:
+    if problems:
+        detail = [p.model_dump() for p in sorted(problems, key=lambda p: p.line)]
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+
+
+@dataclass(frozen=True)
+class _Valid:
+    item: ImportItem
+    body: CameraCreate
+    channel: ChannelView | None
+
+
+def _import(services: Services, content_type: str, body: bytes, who: Principal) -> ImportOut:
+    """Check every row, then place and insert them all in one transaction, audited once."""
+    bodies, problems = _validated(services, _import_items(content_type, body))
+    with services.tx() as session:
+        valid = _with_channels(session, bodies, problems)
+        _refuse(problems)
+        now = utcnow()
+        rows = [_import_row(services, v, now) for v in valid]
+        repo.place_new_cameras(session, rows)
+        placed = [(v.item.line, r["grid_code"]) for v, r in zip(valid, rows, strict=True)]
+        _check_import_scope(session, who, placed)
+        repo.insert_cameras(session, rows)
+        ids = [r["id"] for r in rows]
+        if ids:
+            audit(session, who.name, "import", "camera", f"{len(ids)} cameras", {"ids": ids})
+    return ImportOut(created=len(ids), ids=ids)
+
+
+def _validated(
+    services: Services, items: list[ImportItem]
+) -> tuple[list[tuple[ImportItem, CameraCreate]], list[ImportProblem]]:
+    """Each row as a :class:`CameraCreate`, and every problem of every row."""
+    bodies: list[tuple[ImportItem, CameraCreate]] = []
+    problems: list[ImportProblem] = []
+    seen: dict[str, int] = {}  # national ID → the line that has it
+    for item in items:
+        found = _row_problems(services, item)
+        if isinstance(found, list):
+            problems += found
+            continue
+        nid = found.national_id or (found.gb28181.channel_id if found.gb28181 else None)
+        if nid is not None and nid in seen:
+            field = "national_id" if found.national_id else _field(item, "gb28181.channel_id")
+            problems.append(
+                problem(item.line, field, f"national_id {nid} is also on line {seen[nid]}")
+            )
+            continue
+        if nid is not None:
+            seen[nid] = item.line
+        bodies.append((item, found))
+    return bodies, problems
+
+
+def _row_problems(services: Services, item: ImportItem) -> CameraCreate | list[ImportProblem]:
+    """The row as a camera, or what is wrong with it (never echoing a value: URLs hold
+    passwords)."""
+    if not isinstance(item.fields, dict):
+        return [problem(item.line, "", "must be a camera object")]
+    if item.fields.get("onvif") is not None:
+        msg = "ONVIF cameras are probed one by one: register them with POST /cameras"
+        return [problem(item.line, "onvif", msg)]
+    try:
+        body = CameraCreate.model_validate(item.fields)
+    except ValidationError as err:
+        return [
+            problem(item.line, _field(item, ".".join(str(p) for p in e["loc"])), e["msg"])
+            for e in err.errors(include_input=False, include_url=False)
+        ]
+    refused = [
+        problem(item.line, _field(item, name), "file:// sources are disabled on this server")
+        for name, url in (("rtsp_url", body.rtsp_url), ("substream_url", body.substream_url))
+        if not _scheme_allowed(services, url)
     ]
-    period = sum(a.period_s for a in rows)
-    return AvailabilityReport(
-        since=since,
-        until=until,
-        cameras=items,
-        total_ratio=sum(a.online_s for a in rows) / period if period else 0.0,
-        cameras_at_or_above_98=sum(1 for a in rows if a.ratio >= 0.98),
-    )
+    return refused or body
 
 
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+def _field(item: ImportItem, name: str) -> str:
+    """A field as the row names it: a CSV row by its column."""
+    return CSV_FIELD.get(name, name) if item.csv else name
+
+
+def _scheme_allowed(services: Services, url: str | None) -> bool:
+    # urlsplit: schemes are case-insensitive (as _check_scheme).
+    scheme = urlsplit(url).scheme.lower() if url else ""
+    return scheme != "file" or services.settings.ingest.allow_file_sources
+
+
+def _with_channels(
+    session: Session,
+    bodies: list[tuple[ImportItem, CameraCreate]],
+    problems: list[ImportProblem],
+) -> list[_Valid]:
+    """Each camera with its GB/T 28181 channel; an unknown channel is a problem of its row."""
+    valid = []
+    for item, body in bodies:
+        channel = None
+        if body.gb28181 is not None:
+            channel = gb28181.get_channel(session, body.gb28181.device_id, body.gb28181.channel_id)
+            if channel is None:
+                loc, msg = _channel_problem(session, body.gb28181)
+                problems.append(problem(item.line, _field(item, ".".join(loc[1:])), msg))
+                continue
+        valid.append(_Valid(item, body, channel))
+    return valid
+
+
+def _import_row(services: Services, v: _Valid, now: datetime) -> dict[str, Any]:
+    """The ``cameras`` row of an imported camera, its URLs encrypted (and redacted to show)."""
+    body, channel = v.body, v.channel
+    lat, lon = (channel.latitude, channel.longitude) if channel else (None, None)
+    if body.location is not None:
+        lat, lon = body.location.lat, body.location.lon
+    main, sub = body.rtsp_url, body.substream_url
+    return {
+        "id": repo.new_camera_id(),
+        "name": body.name,
+        "main_url_enc": services.secrets.encrypt(main) if main else None,
+        "main_url_shown": redact_url(main) if main else None,
+        "sub_url_enc": services.secrets.encrypt(sub) if sub else None,
+        "sub_url_shown": redact_url(sub) if sub else None,
+        "onvif": None,
+        "gb28181": body.gb28181.model_dump() if body.gb28181 else None,
+        "grid_code": body.grid_code,
+        "grid_auto": False,
+        "lat": lat,
+        "lon": lon,
+        "national_id": body.national_id,
+        "zones": [z.model_dump() for z in body.zones],
+        # Most rows leave these out: their defaults are dumped once, not 20,000 times.
+        "analytics": _dump(body, "analytics", _DEFAULT_ANALYTICS),
+        "recording": _dump(body, "recording", _DEFAULT_RECORDING),
+        "enabled": body.enabled,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+_DEFAULT_ANALYTICS = AnalyticsIn().model_dump()
+_DEFAULT_RECORDING = RecordingIn().model_dump()
+
+
+def _dump(body: CameraCreate, field: str, default: dict[str, Any]) -> dict[str, Any]:
+    if field not in body.model_fields_set:
+        return default
+    value: dict[str, Any] = getattr(body, field).model_dump()
+    return value
+
+
+def _check_import_scope(
+    session: Session, who: Principal, placed: list[tuple[int, str | None]]
+) -> None:
+    """A scoped caller may only place cameras inside its scope (403 naming the rows)."""
+    visible = visible_grid_codes(session, who)
+    codes = None if visible is None else set(visible)
+    outside = [
+        f"line {line}: " + (f"grid {code}" if code else "no grid")
+        for line, code in placed
+        if not allows(codes, code)
+    ]
+    if outside:
+        shown = "; ".join(outside[:20]) + (
+            f"; and {len(outside) - 20} more" if len(outside) > 20 else ""
+        )
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"outside your token's scope ({who.grid_scope}): {shown}",
+        )
 
 
 @router.get("/{camera_id}", response_model=CameraOut)

@@ -33,6 +33,7 @@ def _out(session: Session, row: Subscription) -> SubscriptionOut:
         types=row.types,  # validated on the way in
         grid_codes=row.grid_codes,
         created_at=row.created_at,
+        batch=row.batch,
         last_delivered_seq=cursor.last_delivered_seq if cursor else 0,
         failures=cursor.failures if cursor else 0,
         next_attempt_at=cursor.next_attempt_at if cursor else None,
@@ -78,7 +79,9 @@ def create_subscription(
 
     Each event is one POST with `X-Xueliang-Signature: sha256=<hex HMAC-SHA256 of the body>`
     and `X-Xueliang-Seq`, retried with capped exponential backoff until a 2xx answer, in
-    `seq` order: a subscription waits on its oldest undelivered event.
+    `seq` order: a subscription waits on its oldest undelivered event. With `batch` N > 1,
+    one POST carries up to N consecutive events as `{"events": [...]}` (`X-Xueliang-Seq`:
+    the last seq, `X-Xueliang-Seq-First`: the first) and a failed POST is retried whole.
     """
     with services.tx() as session:
         new = repo.NewSubscription(
@@ -87,9 +90,11 @@ def create_subscription(
             types=list(body.types) if body.types else None,
             grid_codes=_grid_codes(session, who, body.grid_codes),
             created_by=who.token_id,
+            batch=body.batch,
         )
         row = repo.create_subscription(session, new)
-        audit(session, who.name, "create", "subscription", row.id, {"url": row.url})
+        details = {"url": row.url, "batch": row.batch}
+        audit(session, who.name, "create", "subscription", row.id, details)
         return _out(session, row)
 
 

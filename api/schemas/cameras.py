@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -218,7 +221,113 @@ class CameraOut(BaseModel):
 
 
 class CameraList(BaseModel):
+    """One page of cameras."""
+
     items: list[CameraOut]
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` (with the same `order` and filters) for the next page; "
+        "null on the last.",
+    )
+
+
+CameraOrder = Literal["created", "name"]
+
+#: The columns of a camera import in CSV (header row; any order; only `name` required).
+CSV_COLUMNS = (
+    "name",
+    "rtsp_url",
+    "substream_url",
+    "gb28181_device_id",
+    "gb28181_channel_id",
+    "lat",
+    "lon",
+    "grid_code",
+    "national_id",
+    "enabled",
+)
+#: A field of :class:`CameraCreate` as a CSV column names it.
+CSV_FIELD = {
+    "location.lat": "lat",
+    "location.lon": "lon",
+    "location": "lat",
+    "gb28181.device_id": "gb28181_device_id",
+    "gb28181.channel_id": "gb28181_channel_id",
+    "gb28181": "gb28181_device_id",
+}
+
+
+class ImportProblem(BaseModel):
+    """One refused row of a camera import (a row can have several)."""
+
+    line: int = Field(
+        description="CSV: the line the row starts on, the header being line 1. "
+        "JSON: the camera's position in the array, from 1."
+    )
+    field: str = Field(description="The field (CSV: the column); empty for the whole row.")
+    msg: str
+    loc: list[str | int] = Field(description='`["body", line, field]`, as other 422s name it.')
+    type: str = "value_error"
+
+
+class ImportOut(BaseModel):
+    created: int
+    ids: list[str] = Field(description="The new cameras' ids, in the order of the rows.")
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    """One camera of an import before validation: its line and its fields."""
+
+    line: int
+    fields: Any
+    #: From CSV: problems name the row's columns (``lat``), not the fields (``location.lat``).
+    csv: bool = False
+
+
+def csv_items(text: str) -> tuple[list[ImportItem], list[ImportProblem]]:
+    """The rows of a CSV camera import as :class:`CameraCreate` fields, and what is wrong
+    with its header or with a row's shape (the fields themselves are validated later)."""
+    reader = csv.reader(io.StringIO(text))
+    header = [c.strip().lower() for c in next(reader, [])]
+    problems = [
+        problem(1, c, f"unknown column; the columns are {', '.join(CSV_COLUMNS)}")
+        for c in header
+        if c not in CSV_COLUMNS
+    ]
+    if "name" not in header:
+        problems.append(problem(1, "name", "the header must name a name column"))
+    if problems:
+        return [], problems
+    items: list[ImportItem] = []
+    start = reader.line_num + 1
+    for cells in reader:
+        line, start = start, reader.line_num + 1
+        if not any(c.strip() for c in cells):
+            continue  # a blank line
+        if len(cells) != len(header):
+            problems.append(problem(line, "", f"{len(cells)} cells; the header has {len(header)}"))
+            continue
+        row = {k: v.strip() for k, v in zip(header, cells, strict=True) if v.strip()}
+        items.append(ImportItem(line, _csv_fields(row), csv=True))
+    return items, problems
+
+
+def _csv_fields(row: dict[str, str]) -> dict[str, Any]:
+    plain = ("name", "rtsp_url", "substream_url", "grid_code", "national_id", "enabled")
+    fields: dict[str, Any] = {k: row[k] for k in plain if k in row}
+    if "lat" in row or "lon" in row:
+        fields["location"] = {"lat": row.get("lat"), "lon": row.get("lon")}
+    if "gb28181_device_id" in row or "gb28181_channel_id" in row:
+        fields["gb28181"] = {
+            "device_id": row.get("gb28181_device_id"),
+            "channel_id": row.get("gb28181_channel_id"),
+        }
+    return fields
+
+
+def problem(line: int, field: str, msg: str) -> ImportProblem:
+    return ImportProblem(line=line, field=field, msg=msg, loc=["body", line, field])
 
 
 State = Literal["connecting", "online", "offline", "disabled"]
@@ -233,18 +342,3 @@ class CameraStatusOut(BaseModel):
     frames_dropped: int = 0
     last_error: str | None = None
     worker_id: str | None = None
-
-
-class CameraAvailability(BaseModel):
-    camera_id: str
-    name: str
-    online_s: float
-    ratio: float = Field(description="Share of the period online, 0..1.")
-
-
-class AvailabilityReport(BaseModel):
-    since: datetime
-    until: datetime
-    cameras: list[CameraAvailability]
-    total_ratio: float = Field(description="Online time of all cameras over their total time.")
-    cameras_at_or_above_98: int

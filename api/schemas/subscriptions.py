@@ -34,7 +34,9 @@ WebhookUrl = Annotated[
 
 class SubscriptionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: WebhookUrl = Field(description="Receives one POST per event.")
+    url: WebhookUrl = Field(
+        description="Receives one POST per event, or per batch of events with `batch` > 1."
+    )
     secret: SecretStr = Field(
         min_length=8,
         max_length=256,
@@ -50,6 +52,14 @@ class SubscriptionCreate(BaseModel):
         description="Only events of these grids and the grids below them (default: all; "
         "a grid-scoped token's own grid).",
     )
+    batch: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Events per POST. 1 (default): the body is one event. N > 1: up to N "
+        'consecutive events as `{"events": [...]}`, `X-Xueliang-Seq` the last seq in it and '
+        "`X-Xueliang-Seq-First` the first; a failed POST is retried whole.",
+    )
 
 
 class SubscriptionOut(BaseModel):
@@ -58,6 +68,7 @@ class SubscriptionOut(BaseModel):
     types: list[EventType] | None
     grid_codes: list[str] | None
     created_at: datetime
+    batch: int = Field(description="Events per POST (1: one event, the body is the event).")
     last_delivered_seq: int = Field(description="Every event up to this seq was delivered.")
     failures: int = Field(description="Consecutive failed attempts at the next event.")
     next_attempt_at: datetime | None = Field(description="When the next retry is due.")

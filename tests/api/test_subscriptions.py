@@ -103,3 +103,17 @@ def test_a_scoped_token_subscribes_within_its_subtree_and_sees_only_its_own(api:
     assert api.client.get(f"{S}/{other_id}", headers=scoped).status_code == 404
     assert api.client.delete(f"{S}/{other_id}", headers=scoped).status_code == 404
     assert api.client.get(f"{S}/{other_id}/deliveries", headers=scoped).status_code == 404
+
+
+def test_batch_is_opt_in_bounded_and_shown(api: Api) -> None:
+    h = api.as_role("grid_platform")
+    plain = api.client.post(S, json={"url": "http://127.0.0.1:9/a", "secret": SECRET}, headers=h)
+    assert plain.status_code == 201 and plain.json()["batch"] == 1  # today's contract
+    body = {"url": "http://127.0.0.1:9/b", "secret": SECRET, "batch": 50}
+    batched = api.client.post(S, json=body, headers=h)
+    assert batched.status_code == 201 and batched.json()["batch"] == 50
+    listed = {s["id"]: s["batch"] for s in api.client.get(S, headers=h).json()["items"]}
+    assert listed == {plain.json()["id"]: 1, batched.json()["id"]: 50}
+    for bad in (0, 1001, "many"):
+        r = api.client.post(S, json={**body, "batch": bad}, headers=h)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "batch", r.text

@@ -18,16 +18,17 @@ import { STATUS_REFRESH_MS, stateBadge } from "./wall.js";
  * @returns {View}
  */
 export function renderCamera(id) {
-  const camera = state.cameras.get(id);
+  const camera = state.cameras.get(id); // unknown when not on a page listed yet: read below
   const video = h("video", { id: "live", muted: true, playsinline: true, autoplay: true, controls: false, "aria-label": t("camera.live") });
   const liveNote = h("p", { class: "hint", role: "status" });
   const button = h("button", { type: "button", class: "secondary" }, t("camera.live_stop"));
   const facts = h("dl", { class: "facts", id: "camera-status" });
   const recent = h("ul", { class: "recent" });
+  const title = h("h1", {}, camera?.name ?? id);
   const controls = h("div", { class: "actions" }, button);
   show(
     h("p", {}, h("a", { href: "#/cameras" }, "← " + t("camera.back"))),
-    h("h1", {}, camera?.name ?? id),
+    title,
     h("div", { class: "incident" },
       h("section", { class: "media", "aria-label": t("camera.live") }, h("div", { class: "screen big" }, video), controls, liveNote),
       h("div", { class: "side-col" },
@@ -46,6 +47,8 @@ export function renderCamera(id) {
   async function loadPtz() {
     try {
       const found = await getJson(`/cameras/${encodeURIComponent(id)}`);
+      if (!state.cameras.has(id)) state.cameras.set(id, found);
+      title.textContent = found.name;
       if (!found.ptz || gone) return;
       ptz = ptzControls(id);
       controls.after(ptz.el);

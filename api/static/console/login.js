@@ -1,6 +1,6 @@
 // The sign-in view (#/login, and whenever there is no token) and the start of a session:
 // the token is checked against the API, kept in sessionStorage (gone when the tab closes),
-// then cameras and grids are loaded and the live event stream followed.
+// then the first cameras and the grids are loaded and the live event stream followed.
 
 import { API, getJson, runEvents } from "./api.js";
 import { h, show } from "./dom.js";
@@ -17,9 +17,12 @@ export async function afterLogin() {
   runEvents();
 }
 
+/** The names of the first cameras by name, for the views that show a camera by its id (the
+ *  queue, incidents, cases); the wall and the map add the cameras they page through, and a
+ *  camera not known yet shows its id. One page: a city has 20 000 cameras. */
 async function loadCameras() {
   try {
-    const page = await getJson("/cameras");
+    const page = await getJson("/cameras?order=name&limit=1000");
     state.cameras = new Map(page.items.map((c) => [c.id, c]));
   } catch (err) {
     console.warn("cameras", err);

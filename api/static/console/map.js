@@ -10,7 +10,7 @@
 // imported data), and the look is map.css's, by classes and data attributes on the SVG
 // paths and marker elements. Requests stay bounded for a city: grids are paged and kept a
 // minute (picking in the tree re-renders the map), open incidents are read a few pages at
-// most, and camera statuses (the API has no batch read) only for cameras in view, a few at
+// most, cameras are read 1000 a page, and camera statuses (the API has no batch read) only for cameras in view, a few at
 // a time, every few seconds; live events update both in between.
 
 import { getJson } from "./api.js";
@@ -37,6 +37,8 @@ const CAMERA_STATES = ["online", "connecting", "offline", "disabled", "unknown"]
 const OPEN = ["new", "acknowledged"]; // the incidents pinned: not yet resolved or dismissed
 const GRID_PAGE = 500;
 const MAX_GRID_PAGES = 40; // 20 000 grids: a large city's, with room
+const CAMERA_PAGE = 1000; // the most GET /cameras gives at once
+const MAX_CAMERA_PAGES = 40; // 40 000 cameras: a city's 20 000, with room
 const INCIDENT_PAGE = 500;
 const MAX_INCIDENT_PAGES = 2; // per status: the newest 1000 new and 1000 acknowledged
 const CACHE_MS = 60_000; // grids and cameras, across re-renders of the map
@@ -140,7 +142,10 @@ async function loadData(signal) {
   const grids = collect("/grids", { boundary: "true", limit: String(GRID_PAGE) }, MAX_GRID_PAGES, signal)
     .then((result) => result.items)
     .catch((err) => (err.status === 404 || err.status === 501 ? [] : Promise.reject(err))); // no grids API here
-  const cameras = getJson("/cameras", { signal }).then((page) => page.items);
+  const cameras = collect("/cameras", { limit: String(CAMERA_PAGE) }, MAX_CAMERA_PAGES, signal).then((result) => {
+    for (const camera of result.items) if (!state.cameras.has(camera.id)) state.cameras.set(camera.id, camera);
+    return result.items;
+  });
   loaded = { grids: await grids, cameras: await cameras, token: state.token, at: Date.now() };
   return loaded;
 }

@@ -1,13 +1,19 @@
-// The camera wall (#/cameras): the cameras of the selected grid in a layout of 1, 4, 9 or
-// 16 tiles (remembered in localStorage), page by page. Each tile shows its camera's name,
-// state and a snapshot refreshed every few seconds, or live video (WebRTC, reconnecting by
-// itself after drops) for a few tiles at once.
+// The camera wall (#/cameras): the cameras of the selected grid (and state) in a layout of
+// 1, 4, 9 or 16 tiles (remembered in localStorage), page by page. Each tile shows its
+// camera's name, state and a snapshot refreshed every few seconds, or live video (WebRTC,
+// reconnecting by itself after drops) for a few tiles at once.
+//
+// A city has 20 000 cameras: the wall reads GET /cameras by name, filtered by the server
+// (grid subtree, state), CHUNK cameras a request, and asks for the next chunk (next_cursor)
+// only when the operator pages beyond what it has read. The number of pages is shown once
+// the last chunk is in.
 
 import { blobUrl, getJson } from "./api.js";
 import { badge, h, show } from "./dom.js";
+import { selectGrid } from "./grids.js";
 import { t } from "./i18n.js";
 import { LiveView, liveText } from "./live.js";
-import { inGrid, state } from "./state.js";
+import { route, state } from "./state.js";
 
 /** @typedef {import("./api.js").Camera} Camera */
 /** @typedef {import("./api.js").CameraStatus} CameraStatus */
@@ -19,7 +25,11 @@ export const STATUS_REFRESH_MS = 4000;
 const LAYOUTS = [1, 2, 3, 4]; // tiles per side: 1×1, 2×2, 3×3, 4×4
 const LAYOUT_KEY = "xl.wall.layout"; // tiles per side (not a secret: localStorage)
 const LIVE_KEY = "xl.wall.live"; // "1": the page's first tiles play live by themselves
+const CHUNK = 100; // cameras read per request (GET /cameras?limit=)
+const STATES = ["online", "offline", "connecting", "disabled"];
 let page = 0; // the wall's page, kept while the console runs
+let stateFilter = ""; // the state shown ("": any), kept while the console runs
+let shownFilter = ""; // the filter the page number belongs to: another starts at page 1
 
 /** @typedef {ReturnType<typeof wallTile>} Tile */
 
@@ -36,39 +46,90 @@ export function stateBadge(st) {
   return badge("state", value, t(`camera.state.${value}`));
 }
 
+/**
+ * The cameras of a filter read so far, by name, and how to read more.
+ * @param {Record<string, string>} filter GET /cameras parameters (grid_code, state)
+ */
+function cameraList(filter) {
+  /** @type {Camera[]} */
+  const items = [];
+  let cursor = null;
+  let done = false;
+  return {
+    items,
+    get done() {
+      return done;
+    },
+    /** Read chunks until there are n cameras, or all there are. @param {number} n */
+    async ensure(n) {
+      while (!done && items.length < n) {
+        const limit = Math.min(1000, Math.max(CHUNK, n - items.length));
+        const params = new URLSearchParams({ ...filter, order: "name", limit: String(limit) });
+        if (cursor) params.set("cursor", cursor);
+        const body = await getJson(`/cameras?${params}`);
+        items.push(...body.items);
+        for (const camera of body.items) state.cameras.set(camera.id, { ...state.cameras.get(camera.id), ...camera });
+        cursor = body.next_cursor;
+        done = !cursor;
+      }
+    },
+  };
+}
+
 /** @returns {View} */
 export function renderWall() {
-  const cameras = [...state.cameras.values()].filter((c) => inGrid(c.grid_code));
   let side = savedSide();
   let liveAll = localStorage.getItem(LIVE_KEY) === "1";
   const grid = h("ul", { class: "wall", id: "wall" });
   const note = h("p", { class: "hint", role: "status" });
   const limitNote = h("p", { class: "hint", id: "wall-limit" });
+  const empty = h("p", { class: "hint", id: "wall-empty", hidden: true });
   const bar = wallBar(side, liveAll);
   show(
     h("div", { class: "title-row" },
       h("h1", {}, t("wall.title")),
       state.grid ? h("span", { class: "chip" }, t("queue.grid_filter", { grid: state.grid.name })) : null),
-    cameras.length ? bar.el : null,
+    wallFilters(),
+    bar.el,
     note,
     limitNote,
-    cameras.length ? grid : h("p", { class: "hint" }, t("wall.empty")),
+    empty,
+    grid,
   );
+  /** @type {Record<string, string>} */
+  const filter = {};
+  if (state.grid) filter.grid_code = state.grid.code;
+  if (stateFilter) filter.state = stateFilter;
+  if (JSON.stringify(filter) !== shownFilter) page = 0;
+  shownFilter = JSON.stringify(filter);
+  const cameras = cameraList(filter);
   /** @type {Tile[]} */
   let tiles = [];
+  let shown = 0; // renders started: an older one that finishes late is dropped
+  let gone = false;
   const liveTiles = () => tiles.filter((tile) => tile.live).length;
 
-  function renderPage() {
-    tiles.forEach((tile) => tile.dispose());
+  async function renderPage() {
+    const mine = ++shown;
     const perPage = side * side;
-    const pages = Math.max(1, Math.ceil(cameras.length / perPage));
+    try {
+      await cameras.ensure((page + 1) * perPage + 1); // one more: is there a next page?
+    } catch (err) {
+      note.textContent = t("error.generic", { detail: err.message });
+    }
+    if (mine !== shown || gone) return;
+    const pages = Math.max(1, Math.ceil(cameras.items.length / perPage));
     page = Math.min(page, pages - 1);
-    tiles = cameras
+    tiles.forEach((tile) => tile.dispose());
+    tiles = cameras.items
       .slice(page * perPage, (page + 1) * perPage)
       .map((camera) => wallTile(camera, note, () => liveTiles() < MAX_LIVE_TILES));
     grid.dataset.layout = String(side);
     grid.replaceChildren(...tiles.map((tile) => tile.el));
-    bar.showPage(page, pages);
+    empty.hidden = cameras.items.length > 0;
+    empty.textContent = t(filter.grid_code || filter.state ? "wall.none_match" : "wall.empty");
+    bar.el.hidden = cameras.items.length === 0;
+    bar.showPage(page, cameras.done ? pages : null);
     limitNote.textContent =
       perPage > MAX_LIVE_TILES ? t("wall.live_note", { n: MAX_LIVE_TILES, s: SNAPSHOT_REFRESH_MS / 1000 }) : "";
     note.textContent = "";
@@ -85,7 +146,7 @@ export function renderWall() {
     renderPage();
   });
   bar.onPage((delta) => {
-    page += delta;
+    page = Math.max(0, page + delta);
     renderPage();
   });
   bar.onLive((on) => {
@@ -104,10 +165,34 @@ export function renderWall() {
       if (event.type.startsWith("camera.")) tiles.find((x) => x.id === event.data.camera_id)?.refreshStatus();
     },
     cleanup() {
+      gone = true;
       timers.forEach(clearInterval);
       tiles.forEach((tile) => tile.dispose());
     },
   };
+}
+
+/** The wall's filters: the grid (the tree's selection, GET /grids) and the cameras' state.
+ *  Either re-renders the wall, which starts again at its first page for another filter. */
+function wallFilters() {
+  const grids = h(
+    "select",
+    { id: "wall-grid", onchange: () => selectGrid(grids.value || null) },
+    h("option", { value: "" }, t("grids.all")),
+    state.grids.map((g) => h("option", { value: g.code, selected: state.grid?.code === g.code }, g.name || g.code)),
+  );
+  const states = h(
+    "select",
+    { id: "wall-state", onchange: () => {
+      stateFilter = states.value;
+      route();
+    } },
+    h("option", { value: "" }, t("wall.any_state")),
+    STATES.map((s) => h("option", { value: s, selected: stateFilter === s }, t(`camera.state.${s}`))),
+  );
+  return h("form", { class: "filters wall-filters", onsubmit: (e) => e.preventDefault() },
+    state.gridsAvailable ? h("label", {}, t("wall.grid"), " ", grids) : null,
+    h("label", {}, t("wall.state"), " ", states));
 }
 
 /**
@@ -136,12 +221,12 @@ function wallBar(side, liveAll) {
     pager);
   return {
     el,
-    /** @param {number} index @param {number} pages */
+    /** @param {number} index @param {number | null} pages null: more than read so far */
     showPage(index, pages) {
-      label.textContent = t("wall.page", { page: index + 1, pages });
+      label.textContent = pages === null ? t("wall.page_open", { page: index + 1 }) : t("wall.page", { page: index + 1, pages });
       prev.disabled = index === 0;
-      next.disabled = index >= pages - 1;
-      pager.hidden = pages <= 1;
+      next.disabled = pages !== null && index >= pages - 1;
+      pager.hidden = pages === 1;
     },
     /** @param {(side: number) => void} handle */
     onLayout(handle) {

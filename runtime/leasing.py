@@ -1,0 +1,130 @@
+"""This worker's camera leases: heartbeat, renew, take a fair share, fence on failure.
+
+Shared by the camera runtime (`runtime/cameras.py`) and the city simulator (`bench/city/`),
+so the simulator measures the code a city runs. The rules are in `storage/leases.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from runtime.services import Services
+from storage.leases import heartbeat, release, release_all, renew, take
+from storage.models import Worker, utcnow
+
+log = logging.getLogger(__name__)
+
+#: Called in the renewing transaction with the cameras this worker has just taken.
+OnTaken = Callable[[Session, list[str]], None]
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    id: str
+    host: str
+    role: str
+    url: str | None
+    started_at: datetime
+
+
+class LeaseKeeper:
+    """Keeps this worker's row alive and its leases renewed; knows what it holds.
+
+    ``held`` excludes ``surplus``: cameras above the fair share that the owner stops first
+    and then hands back with :meth:`release` (the next holder never starts while this one
+    still runs). When the database cannot be reached for 0.8 of the lease time, ``held``
+    becomes empty: the worker fences itself before another one may take its cameras over.
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        worker: WorkerIdentity,
+        lease_s: float,
+        on_taken: OnTaken | None = None,
+    ) -> None:
+        self.services = services
+        self.worker = worker
+        self.lease_s = lease_s
+        self.held: set[str] = set()
+        self.surplus: set[str] = set()
+        self.renewals = 0
+        self._on_taken = on_taken
+        self._ok = time.monotonic()
+        # A thread of its own: a renewal must not queue behind other database work in the
+        # shared pool (state writers waiting for the event log starved heartbeats, and
+        # workers were taken for dead: bench/city).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leases")
+
+    async def renew(self) -> bool:
+        """Renew and balance once; ``True`` when the cameras this worker holds changed."""
+        try:
+            loop = asyncio.get_running_loop()
+            held = await loop.run_in_executor(self._executor, self.renew_now)
+            self._ok = time.monotonic()
+        except Exception as err:
+            log.warning("worker %s: cannot renew camera leases: %s", self.worker.id, err)
+            if time.monotonic() - self._ok < self.lease_s * 0.8:
+                return False
+            # Fence ourselves before the leases expire and another worker takes over:
+            # two workers must never analyse one camera (duplicate incidents).
+            held = set()
+        if held == self.held:
+            return False
+        self.held = held
+        return True
+
+    def renew_now(self) -> set[str]:
+        """One heartbeat and balance (blocking); returns the cameras to run.
+
+        Three short transactions: the heartbeat with the renewal (never held up by the
+        others), taking what is missing of the share, then telling ``on_taken``.
+        """
+        now = utcnow()
+        w = self.worker
+        row = Worker(
+            id=w.id,
+            host=w.host,
+            pid=os.getpid(),
+            role=w.role,
+            started_at=w.started_at,
+            last_seen=now,
+            url=w.url,
+        )
+        with self.services.db.session() as session:
+            heartbeat(session, row, now)
+            held = renew(session, w.id, now, self.lease_s)
+        cameras = held.cameras
+        if len(cameras) < held.share:
+            with self.services.db.session() as session:
+                wanted = held.share - len(cameras)
+                cameras = sorted(cameras + take(session, w.id, now, self.lease_s, wanted))
+        self.surplus |= set(cameras[held.share :])
+        running = set(cameras) - self.surplus
+        new = sorted(running - self.held)
+        if new and self._on_taken is not None:
+            with self.services.db.session() as session:
+                self._on_taken(session, new)
+        self.renewals += 1
+        return running
+
+    def release(self, camera_ids: list[str]) -> None:
+        """Hand back surplus cameras this worker no longer runs (blocking)."""
+        with self.services.db.session() as session:
+            release(session, self.worker.id, camera_ids)
+        self.surplus -= set(camera_ids)
+
+    def release_all(self) -> None:
+        """On a clean shutdown: every camera back at once, not after the lease time."""
+        with self.services.db.session() as session:
+            release_all(session, self.worker.id)
+        self._executor.shutdown(wait=False)

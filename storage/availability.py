@@ -1,0 +1,431 @@
+"""Camera availability over a period, summed by the database: daily rows for whole days,
+the raw transitions only for the rest.
+
+The definition is :func:`storage.cameras.online_seconds`: a camera is in the state of its
+last transition (ordered by ``at``, then ``id``); before its first one it counts as not
+online, and every camera is measured over the whole period (``period_s = until - since``),
+also one added during it.
+
+Two kinds of rows answer a report:
+
+* ``camera_availability_daily`` — one finished UTC day of one camera, written by
+  :func:`rollup` (one set-based statement per day, rerunnable: delete + insert) and marked
+  complete in ``availability_rollups``. A report sums the rows of the whole days inside its
+  period that are marked.
+* ``camera_state_log`` — everything else (the partial days at both ends, days not rolled up
+  yet) is integrated from the transitions in SQL: per *gap* (a stretch of the period not
+  covered by rolled-up days) each camera's state at the gap's start (its last transition
+  before it, one index probe) and its transitions inside the gap, ``LEAD`` giving where each
+  one ends.
+
+Both are additive: the seconds online in [a, c) are those in [a, b) plus those in [b, c),
+so a day read from its row and the hours around it read from the log give exactly the sum
+of reading everything from the log. Retention (storage/retention.py) relies on it: it rolls
+every finished day up before it compacts the transitions of old days.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import (
+    Date,
+    Float,
+    Integer,
+    and_,
+    case,
+    cast,
+    column,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    union_all,
+    values,
+)
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.expression import CTE, Subquery
+
+from storage.grids import subtree_query
+from storage.models import (
+    AvailabilityRollup,
+    Camera,
+    CameraAvailabilityDay,
+    CameraStateChange,
+    UTCDateTime,
+    utcnow,
+)
+
+ONLINE = "online"
+DAY = timedelta(days=1)
+#: A day is rolled up this long after it ended: a status written a moment late (a worker's
+#: clock behind, a slow transaction) still lands in it.
+GRACE = timedelta(minutes=10)
+#: The report's count of well-kept cameras: online at least this share of the period.
+GOOD_RATIO = 0.98
+#: Held by :func:`rollup` for its transaction on PostgreSQL: processes sweeping at once
+#: replace a day one after the other instead of colliding on its rows.
+ROLLUP_LOCK = 0x58554C0D
+#: PostgreSQL's ``work_mem`` for one report's transaction.
+REPORT_WORK_MEM = "64MB"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A stretch [start, end) of a period read from the transitions, from ``scan`` on
+    (``start`` or the midnight before it), in the state each camera ended the day before
+    ``scan`` in (from its daily row) when ``known``, else in its last transition's."""
+
+    start: datetime
+    end: datetime
+    scan: datetime
+    known: bool
+
+
+@dataclass(frozen=True)
+class CameraOnline:
+    camera_id: str
+    name: str
+    online_s: float
+    period_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.online_s / self.period_s if self.period_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """Availability of the selected cameras over [since, until)."""
+
+    since: datetime
+    until: datetime
+    #: Per camera, in registration order; empty when the report was asked for totals only.
+    cameras: list[CameraOnline]
+    camera_count: int
+    #: Seconds online of all the cameras together.
+    online_s: float
+    #: Cameras online at least :data:`GOOD_RATIO` of the period.
+    at_or_above_98: int
+
+    @property
+    def period_s(self) -> float:
+        return (self.until - self.since).total_seconds()
+
+    @property
+    def total_ratio(self) -> float:
+        """Online time of all the cameras over their total time."""
+        total = self.camera_count * self.period_s
+        return self.online_s / total if total > 0 else 0.0
+
+
+# The report ---------------------------------------------------------------------------------
+
+
+def report(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    grid_code: str | None = None,
+    camera_ids: Collection[str] | None = None,
+    per_camera: bool = True,
+    visible: Collection[str] | None = None,
+) -> Report:
+    """Seconds online of each selected camera over [since, until), and the totals.
+
+    Cameras are selected by ``grid_code`` (its subtree), ``camera_ids`` and ``visible``
+    (the caller's grid codes, ``api.scope.visible_grid_codes``; None: every camera), all
+    that are given. With ``per_camera=False`` only the totals leave the database.
+    """
+    if since >= until:
+        raise ValueError("since must be before until")
+    if session.get_bind().dialect.name == "postgresql":
+        # A city's 600,000 daily rows and 200,000 transitions sort in memory, not on disk.
+        session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
+    cams = _selected(grid_code, camera_ids, visible).cte("cams")
+    everyone = grid_code is None and camera_ids is None and visible is None
+    days, gaps = _split(session, since, until)
+    online = _online_per_camera(session, cams if not everyone else None, cams, days, gaps)
+    period_s = (until - since).total_seconds()
+    if not per_camera:
+        return _totals(session, online, since, until, period_s)
+    rows = [
+        CameraOnline(camera_id, name, float(online_s), period_s)
+        for camera_id, name, online_s in session.execute(
+            select(online.c.id, online.c.name, online.c.online_s).order_by(
+                online.c.created_at, online.c.id
+            )
+        )
+    ]
+    return Report(
+        since=since,
+        until=until,
+        cameras=rows,
+        camera_count=len(rows),
+        online_s=sum(r.online_s for r in rows),
+        at_or_above_98=sum(1 for r in rows if r.ratio >= GOOD_RATIO),
+    )
+
+
+def _totals(
+    session: Session, online: Subquery, since: datetime, until: datetime, period_s: float
+) -> Report:
+    good = case((online.c.online_s >= GOOD_RATIO * period_s, 1), else_=0)
+    count, online_s, at_or_above = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(online.c.online_s), 0.0),
+            func.coalesce(func.sum(good), 0),
+        )
+    ).one()
+    return Report(since, until, [], int(count), float(online_s), int(at_or_above))
+
+
+def _selected(
+    grid_code: str | None, camera_ids: Collection[str] | None, visible: Collection[str] | None
+) -> Select[str, str, datetime]:
+    query = select(Camera.id, Camera.name, Camera.created_at)
+    if grid_code is not None:
+        query = query.where(Camera.grid_code.in_(subtree_query(grid_code)))
+    if visible is not None:
+        query = query.where(Camera.grid_code.in_(list(visible)))
+    if camera_ids is not None:
+        query = query.where(Camera.id.in_(list(camera_ids)))
+    return query
+
+
+def _split(session: Session, since: datetime, until: datetime) -> tuple[list[date], list[Gap]]:
+    """The rolled-up whole days inside [since, until), and the gaps between them (each
+    reading from the midnight before it when the day before that is rolled up)."""
+    start_day, end_day = _midnight(since).date() - DAY, _midnight(until).date()
+    rolled = set(
+        session.scalars(
+            select(AvailabilityRollup.day).where(
+                AvailabilityRollup.day >= start_day, AvailabilityRollup.day < end_day
+            )
+        )
+    )
+    days = sorted(d for d in rolled if _at(d) >= since and _at(d) + DAY <= until)
+    gaps, start = [], since
+    for day in [*days, None]:
+        end = until if day is None else _at(day)
+        if start < end:
+            scan = _midnight(start)
+            known = scan.date() - DAY in rolled
+            gaps.append(Gap(start, end, scan if known else start, known))
+        if day is not None:
+            start = _at(day) + DAY
+    return days, gaps
+
+
+def _at(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
+
+
+def _online_per_camera(
+    session: Session, only: CTE | None, cams: CTE, days: Sequence[date], gaps: Sequence[Gap]
+) -> Subquery:
+    """(id, name, created_at, online_s) of every camera of ``cams``; ``only``: the cameras
+    the daily rows and transitions are read for (None: all of them, joined at the end —
+    for a whole city a scan beats 20,000 index probes, and a CTE's size is not estimated).
+    """
+    total: ColumnElement[float] = literal(0.0, Float)
+    query = select(cams.c.id, cams.c.name, cams.c.created_at)
+    if days:
+        daily = _daily_sums(only, days)
+        query = query.outerjoin(daily, daily.c.camera_id == cams.c.id)
+        total = total + func.coalesce(daily.c.online_s, 0.0)
+    if gaps:
+        seg = _segments(session, only, cams, gaps)
+        online = case((seg.c.state == ONLINE, seg.c.length), else_=0.0)
+        raw = (
+            select(seg.c.camera_id, func.sum(online).label("online_s"))
+            .group_by(seg.c.camera_id)
+            .subquery("raw")
+        )
+        query = query.outerjoin(raw, raw.c.camera_id == cams.c.id)
+        total = total + func.coalesce(raw.c.online_s, 0.0)
+    return query.add_columns(total.label("online_s")).subquery("online")
+
+
+def _daily_sums(only: CTE | None, days: Sequence[date]) -> Subquery:
+    d = CameraAvailabilityDay
+    query = select(d.camera_id, func.sum(d.online_s).label("online_s")).where(
+        d.day >= days[0], d.day <= days[-1], *_among(d.camera_id, only)
+    )
+    if (days[-1] - days[0]).days + 1 != len(days):  # not one run: name them
+        query = query.where(d.day.in_(days))
+    return query.group_by(d.camera_id).subquery("daily")
+
+
+# Integrating the transitions ----------------------------------------------------------------
+
+
+def _among(
+    camera_id: ColumnElement[str] | InstrumentedAttribute[str], only: CTE | None
+) -> list[ColumnElement[bool]]:
+    return [] if only is None else [camera_id.in_(select(only.c.id))]
+
+
+def _segments(session: Session, only: CTE | None, cams: CTE, gaps: Sequence[Gap]) -> Subquery:
+    """(camera_id, state, length, changes, last) of each stretch of one state in each gap.
+
+    Per gap and camera: a first stretch from ``scan`` in the state the camera was in then
+    (none for a camera without one), then one per transition from ``scan`` on; each ends
+    where the next starts, the last at the gap's end; only what lies in the gap counts.
+    """
+    log, daily = CameraStateChange, CameraAvailabilityDay
+    gap = (
+        values(
+            column("gap", Integer),
+            column("g0", UTCDateTime()),
+            column("g1", UTCDateTime()),
+            column("scan", UTCDateTime()),
+            column("known", Integer),
+            column("prev_day", Date()),
+            name="gaps",
+        )
+        .data(
+            [
+                (i, g.start, g.end, g.scan, int(g.known), g.scan.date() - DAY)
+                for i, g in enumerate(gaps)
+            ]
+        )
+        .cte("gaps")
+    )
+    common = (gap.c.g0, gap.c.g1)
+    from_days = select(
+        gap.c.gap,
+        daily.camera_id,
+        gap.c.scan.label("at"),
+        literal(0, Integer).label("ord"),
+        literal(0, Integer).label("id"),
+        daily.end_state.label("state"),
+        *common,
+    ).join_from(
+        daily,
+        gap,
+        and_(gap.c.known == 1, daily.day == gap.c.prev_day, *_among(daily.camera_id, only)),
+    )
+    before = (
+        select(log.state)
+        .where(log.camera_id == cams.c.id, log.at < gap.c.scan)
+        .order_by(log.at.desc(), log.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    probed = (
+        select(gap.c.gap, cams.c.id.label("camera_id"), gap.c.scan, before.label("state"), *common)
+        .join_from(cams, gap, gap.c.known == 0)
+        .subquery("probed")
+    )
+    from_log = select(
+        probed.c.gap,
+        probed.c.camera_id,
+        probed.c.scan,
+        literal(0, Integer),
+        literal(0, Integer),
+        probed.c.state,
+        probed.c.g0,
+        probed.c.g1,
+    ).where(probed.c.state.is_not(None))
+    inside = select(
+        gap.c.gap, log.camera_id, log.at, literal(1, Integer), log.id, log.state, *common
+    ).join_from(
+        log,
+        gap,
+        and_(log.at >= gap.c.scan, log.at < gap.c.g1, *_among(log.camera_id, only)),
+    )
+    rows = union_all(from_days, from_log, inside).subquery("rows")
+    following = func.lead(rows.c.at).over(
+        partition_by=(rows.c.gap, rows.c.camera_id), order_by=(rows.c.at, rows.c.ord, rows.c.id)
+    )
+    stretches = select(
+        rows.c.camera_id,
+        rows.c.state,
+        case((rows.c.at > rows.c.g0, rows.c.at), else_=rows.c.g0).label("start"),
+        func.coalesce(following, rows.c.g1).label("end"),
+        case((rows.c.at >= rows.c.g0, rows.c.ord), else_=0).label("changes"),
+        case((following.is_(None), 1), else_=0).label("last"),
+    ).subquery("stretches")
+    seconds = _seconds(session, stretches.c.end, stretches.c.start)
+    return select(
+        stretches.c.camera_id,
+        stretches.c.state,
+        case((stretches.c.end > stretches.c.start, seconds), else_=0.0).label("length"),
+        stretches.c.changes,
+        stretches.c.last,
+    ).subquery("seg")
+
+
+def _seconds(
+    session: Session, later: ColumnElement[datetime], earlier: ColumnElement[datetime]
+) -> ColumnElement[float]:
+    """``later - earlier`` in seconds, in SQL."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(func.extract("epoch", later - earlier), Float)
+    # SQLite keeps times as ISO text; julianday's double is good to ~40 µs at today's dates.
+    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+
+
+# Rolling days up ----------------------------------------------------------------------------
+
+
+def rollup(session: Session, day: date) -> int:
+    """Write the rows of one finished UTC day from the transitions (replacing any) and mark
+    the day complete; returns how many cameras had a row.
+
+    Only for days whose transitions are intact: retention compacts old days'
+    (:func:`pending_days` stays within what it keeps).
+    """
+    d = CameraAvailabilityDay
+    if session.get_bind().dialect.name == "postgresql":  # every process sweeps: one at a time
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROLLUP_LOCK})
+    start = datetime.combine(day, time(), UTC)
+    cams = select(Camera.id).cte("cams")
+    known = session.get(AvailabilityRollup, day - DAY) is not None
+    seg = _segments(session, cams, cams, [Gap(start, start + DAY, start, known)])
+    length = seg.c.length
+    rows = select(
+        seg.c.camera_id,
+        literal(day, Date),
+        func.sum(case((seg.c.state == ONLINE, length), else_=0.0)),
+        func.sum(length),
+        func.sum(seg.c.changes),
+        func.max(case((seg.c.last == 1, seg.c.state))),
+    ).group_by(seg.c.camera_id)
+    session.execute(delete(d).where(d.day == day))
+    columns = ["camera_id", "day", "online_s", "known_s", "changes", "end_state"]
+    session.execute(insert(d).from_select(columns, rows))
+    cameras = int(session.scalar(select(func.count()).where(d.day == day)) or 0)
+    session.execute(delete(AvailabilityRollup).where(AvailabilityRollup.day == day))
+    session.add(AvailabilityRollup(day=day, cameras=cameras, rolled_at=utcnow()))
+    session.flush()
+    return cameras
+
+
+def pending_days(session: Session, now: datetime, oldest: date) -> list[date]:
+    """Finished days (:data:`GRACE` after their end) from ``oldest`` on, after the first
+    logged transition, that are not rolled up."""
+    first_at = session.scalar(select(func.min(CameraStateChange.at)))
+    if first_at is None:
+        return []
+    start, end = max(first_at.date(), oldest), (now - GRACE).date()
+    if start >= end:
+        return []
+    done = set(
+        session.scalars(select(AvailabilityRollup.day).where(AvailabilityRollup.day >= start))
+    )
+    count = (end - start).days
+    return [day for day in (start + DAY * i for i in range(count)) if day not in done]
+
+
+def _midnight(t: datetime) -> datetime:
+    t = t.astimezone(UTC)
+    return datetime.combine(t.date(), time(), UTC)

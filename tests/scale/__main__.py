@@ -1,0 +1,3 @@
+from tests.scale.run import main
+
+main()
