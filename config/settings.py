@@ -278,7 +278,7 @@ class WorkerSettings(_Section):
     simulated_cameras: bool = Field(
         default=False,
         description=(
-            "Only for the city simulator (bench/city): lets simulated camera sessions run "
+            "Only for the city simulator (tests/scale): lets simulated camera sessions run "
             "against this database. A service refuses to start with it set."
         ),
     )

@@ -5,7 +5,7 @@ A district losing power takes thousands of cameras offline in a second. Written 
 transaction per camera, each waiting for the event log's append lock, that was the limit
 of the control plane; here a worker writes what has queued up in one transaction (up to
 ``BATCH``), keeping the order of each camera's transitions. Shared by the camera runtime
-and the city simulator (`bench/city/`).
+and the city simulator (`tests/scale/`).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class StateWriter:
             known = set(session.scalars(select(Camera.id).where(Camera.id.in_(ids))))
             # Rows created if missing and locked in camera order, loaded into the session
             # (no query per camera).
-            repo.lock_statuses(session, sorted(known), changes[0].at)
+            repo.lock_statuses(session, list(known), changes[0].at)
             events: list[tuple[str, dict[str, Any], str | None]] = []
             for c in changes:
                 if c.camera_id not in known:

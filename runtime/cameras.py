@@ -292,8 +292,7 @@ class CameraRuntime:
 
     def _taken(self, session: Session, camera_ids: list[str]) -> None:
         """Cameras taken over: incidents their previous holder left open are closed."""
-        if close_interrupted(session, camera_ids):
-            self.services.hub.notify()
+        close_interrupted(session, camera_ids)
 
     def ring(self, camera_id: str) -> PacketRing | None:
         """The pre-roll ring of a camera run here (live view reads it), else ``None``."""

@@ -1,6 +1,6 @@
 """This worker's camera leases: heartbeat, renew, take a fair share, fence on failure.
 
-Shared by the camera runtime (`runtime/cameras.py`) and the city simulator (`bench/city/`),
+Shared by the camera runtime (`runtime/cameras.py`) and the city simulator (`tests/scale/`),
 so the simulator measures the code a city runs. The rules are in `storage/leases.py`.
 """
 
@@ -23,7 +23,7 @@ from storage.models import Worker, utcnow
 
 log = logging.getLogger(__name__)
 
-#: Called in the renewing transaction with the cameras this worker has just taken.
+#: Called, in a transaction of its own, with the cameras this worker has just taken.
 OnTaken = Callable[[Session, list[str]], None]
 
 
@@ -62,7 +62,7 @@ class LeaseKeeper:
         self._ok = time.monotonic()
         # A thread of its own: a renewal must not queue behind other database work in the
         # shared pool (state writers waiting for the event log starved heartbeats, and
-        # workers were taken for dead: bench/city).
+        # workers were taken for dead: tests/scale).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leases")
 
     async def renew(self) -> bool:
@@ -108,11 +108,11 @@ class LeaseKeeper:
             with self.services.db.session() as session:
                 wanted = held.share - len(cameras)
                 cameras = sorted(cameras + take(session, w.id, now, self.lease_s, wanted))
-        self.surplus |= set(cameras[held.share :])
+        self.surplus |= set(held.surplus)
         running = set(cameras) - self.surplus
         new = sorted(running - self.held)
         if new and self._on_taken is not None:
-            with self.services.db.session() as session:
+            with self.services.tx() as session:  # SSE is woken after it commits
                 self._on_taken(session, new)
         self.renewals += 1
         return running

@@ -147,7 +147,7 @@ def build_process(
     if role in ("all", "worker"):
         if settings.workers.simulated_cameras:
             raise XueliangError(
-                "workers.simulated_cameras is set: it is for the city simulator (bench/city) "
+                "workers.simulated_cameras is set: it is for the city simulator (tests/scale) "
                 "only; unset XUELIANG_WORKERS__SIMULATED_CAMERAS to run real cameras"
             )
         if settings.gb28181.enabled:

@@ -271,7 +271,7 @@ def lock_statuses(session: Session, camera_ids: Sequence[str], at: datetime) -> 
     """Create the missing status rows of these cameras and lock them all, in camera order,
     for this transaction: two workers writing one camera's state at a hand-over then wait
     for each other in one order instead of deadlocking, and never insert its row twice
-    (both seen in bench/city). A row created here has no state yet (``""``):
+    (both seen in the city simulator, tests/scale). A row created here has no state yet (``""``):
     :func:`record_status` gives it one, and logs that as a transition."""
     if not camera_ids:
         return

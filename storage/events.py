@@ -53,12 +53,7 @@ def append_event(
     session: Session, type_: str, data: dict[str, Any], grid_code: str | None = None
 ) -> EventRecord:
     """Append one event in the caller's transaction (it commits with the change it reports)."""
-    if type_ not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {type_!r}")
-    row = Event(type=type_, at=utcnow(), data=data, grid_code=grid_code)
-    session.add(row)
-    session.flush()
-    return _record(row)
+    return append_events(session, [(type_, data, grid_code)])[0]
 
 
 def append_events(
@@ -66,7 +61,7 @@ def append_events(
 ) -> list[EventRecord]:
     """Append several events ``(type, data, grid_code)`` in the caller's transaction, in
     order, in one INSERT (a district's cameras going offline together are one transaction
-    per worker, not one per camera: bench/city)."""
+    per worker, not one per camera: tests/scale)."""
     for type_, _data, _grid in events:
         if type_ not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type_!r}")

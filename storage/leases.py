@@ -63,24 +63,6 @@ def live_workers(session: Session, now: datetime, lease_s: float) -> list[Worker
 
 
 @dataclass(frozen=True)
-class Holding:
-    """The cameras a worker holds, and the one it should hand back (above its share)."""
-
-    cameras: list[str]
-    surplus: list[str]
-
-
-def balance(session: Session, worker_id: str, now: datetime, lease_s: float) -> Holding:
-    """:func:`renew` then :func:`take` up to the fair share, in one transaction (the camera
-    runtime runs them in two, so that a renewal never waits behind a take)."""
-    held = renew(session, worker_id, now, lease_s)
-    mine = held.cameras
-    if len(mine) < held.share:
-        mine = sorted(mine + take(session, worker_id, now, lease_s, held.share - len(mine)))
-    return Holding(cameras=mine, surplus=mine[held.share :])
-
-
-@dataclass(frozen=True)
 class Renewed:
     """The cameras a worker holds after renewing, and its fair share of the enabled ones."""
 
@@ -95,7 +77,7 @@ class Renewed:
 def renew(session: Session, worker_id: str, now: datetime, lease_s: float) -> Renewed:
     """Renew every lease ``worker_id`` holds (one UPDATE) and say what its fair share is
     (enabled cameras / live workers, rounded up). Set-based, so its cost does not grow
-    with the cameras other workers hold (bench/city: 40 workers, 20,000 cameras).
+    with the cameras other workers hold (tests/scale: 40 workers, 20,000 cameras).
 
     Cameras above the share (a worker joined) are the ``surplus``: the caller stops
     analysing them first and only then calls :func:`release`, so the next holder never
@@ -132,7 +114,7 @@ def take(session: Session, worker_id: str, now: datetime, lease_s: float, wanted
     On PostgreSQL one worker takes at a time: workers inserting the same free cameras at
     once deadlocked on the unique index, whatever the order (tests/unit/test_leases.py).
     A worker that finds another one taking takes nothing this time (``[]``) instead of
-    queueing: 40 workers queued behind each other at a city's cold start (bench/city).
+    queueing: 40 workers queued behind each other at a city's cold start (tests/scale).
     """
     if wanted <= 0:
         return []
@@ -162,8 +144,6 @@ def _take_expired(
         .where(CameraLease.expires_at < now, CameraLease.camera_id.in_(enabled))
         .order_by(func.random())
         .limit(wanted)
-        # PostgreSQL: rows another worker is taking right now are skipped, not waited for.
-        .with_for_update(skip_locked=True)
     )
     return list(
         session.scalars(

@@ -103,9 +103,7 @@ def _placed(session: Session, row: Camera, who: Principal, grid_given: bool) -> 
 
 
 def _check_scheme(services: Services, field: str, url: str | None) -> None:
-    # urlsplit: schemes are case-insensitive ("FILE:///etc/passwd" is a file URL too).
-    scheme = urlsplit(url).scheme.lower() if url else ""
-    if scheme == "file" and not services.settings.ingest.allow_file_sources:
+    if not _scheme_allowed(services, url):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             [
@@ -130,9 +128,13 @@ def _keep_password(new_url: str, old_encrypted: str | None, services: Services) 
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _url_columns(services: Services, url: str | None) -> tuple[str | None, str | None]:
+    """A stream URL as stored: encrypted (it carries the password), and redacted to show."""
+    return (services.secrets.encrypt(url), redact_url(url)) if url else (None, None)
+
+
 def _set_url(services: Services, row: Camera, which: str, url: str | None) -> None:
-    enc = services.secrets.encrypt(url) if url else None
-    shown = redact_url(url) if url else None
+    enc, shown = _url_columns(services, url)
     if which == "main":
         row.main_url_enc, row.main_url_shown = enc, shown
     else:
@@ -441,7 +443,8 @@ def _field(item: ImportItem, name: str) -> str:
 
 
 def _scheme_allowed(services: Services, url: str | None) -> bool:
-    # urlsplit: schemes are case-insensitive (as _check_scheme).
+    """False for a file:// URL unless file sources are allowed (urlsplit: schemes are
+    case-insensitive, "FILE:///etc/passwd" is a file URL too)."""
     scheme = urlsplit(url).scheme.lower() if url else ""
     return scheme != "file" or services.settings.ingest.allow_file_sources
 
@@ -471,14 +474,15 @@ def _import_row(services: Services, v: _Valid, now: datetime) -> dict[str, Any]:
     lat, lon = (channel.latitude, channel.longitude) if channel else (None, None)
     if body.location is not None:
         lat, lon = body.location.lat, body.location.lon
-    main, sub = body.rtsp_url, body.substream_url
+    main_enc, main_shown = _url_columns(services, body.rtsp_url)
+    sub_enc, sub_shown = _url_columns(services, body.substream_url)
     return {
         "id": repo.new_camera_id(),
         "name": body.name,
-        "main_url_enc": services.secrets.encrypt(main) if main else None,
-        "main_url_shown": redact_url(main) if main else None,
-        "sub_url_enc": services.secrets.encrypt(sub) if sub else None,
-        "sub_url_shown": redact_url(sub) if sub else None,
+        "main_url_enc": main_enc,
+        "main_url_shown": main_shown,
+        "sub_url_enc": sub_enc,
+        "sub_url_shown": sub_shown,
         "onvif": None,
         "gb28181": body.gb28181.model_dump() if body.gb28181 else None,
         "grid_code": body.grid_code,

@@ -498,7 +498,6 @@ def _kill_one(plan: Plan, inst: Installation, probe: Probe, report: Report) -> N
         r[0] for r in probe.q("SELECT camera_id FROM camera_leases WHERE worker_id = %s", victim)
     }
     inst.order(kill=[victim])
-    t0 = time.monotonic()
 
     def back() -> bool:
         rows = probe.q(
@@ -521,10 +520,9 @@ def _kill_one(plan: Plan, inst: Installation, probe: Probe, report: Report) -> N
         f"<= {plan.lease_s + 10:.0f} s",
         took is not None and took <= plan.lease_s + 10,
     )
-    inst.order()
     # The victim's process still runs its other workers; the dead one is gone for good:
     # the installation continues with one worker less until the rolling restart.
-    del t0
+    inst.order()
 
 
 def _rolling_restart(plan: Plan, inst: Installation, probe: Probe, report: Report) -> None:

@@ -194,14 +194,13 @@ class SimWorker:
             return
         grids = await asyncio.to_thread(self._grids, new)
         now = time.time()
-        for i, cid in enumerate(new):
+        for cid in new:
             # Connecting takes 0.2-1.2 s, as an RTSP open does.
             delay = 0.2 + (hash((cid, self.id)) % 1000) / 1000
             self.cameras[cid] = SimCamera(cid, grids.get(cid), now + delay, self.schedule.plan(cid))
             self.states.put(
                 StateChange(cid, CameraState.OFFLINE, CameraState.CONNECTING, None, utcnow())
             )
-            del i
 
     def _grids(self, camera_ids: list[str]) -> dict[str, str | None]:
         with self.services.db.session() as session:

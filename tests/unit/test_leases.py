@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from storage.db import Database
-from storage.leases import balance, heartbeat, holder, release
+from storage.leases import Renewed, heartbeat, holder, release, renew, take
 from storage.models import Camera, CameraLease, Worker, utcnow
 
 LEASE_S = 15.0
@@ -45,9 +45,21 @@ def _beat(db: Database, worker_id: str, now: datetime) -> None:
         heartbeat(session, row, now)
 
 
-def _balance(db: Database, worker_id: str, now: datetime) -> list[str]:
+def _renew_and_take(db: Database, worker_id: str, now: datetime) -> Renewed:
+    """What runtime.leasing.LeaseKeeper does: renew, then take what is missing of the share
+    (two transactions)."""
     with db.session() as session:
-        return balance(session, worker_id, now, LEASE_S).cameras
+        held = renew(session, worker_id, now, LEASE_S)
+    if len(held.cameras) < held.share:
+        with db.session() as session:
+            wanted = held.share - len(held.cameras)
+            taken = take(session, worker_id, now, LEASE_S, wanted)
+        held = Renewed(sorted(held.cameras + taken), held.share)
+    return held
+
+
+def _balance(db: Database, worker_id: str, now: datetime) -> list[str]:
+    return _renew_and_take(db, worker_id, now).cameras
 
 
 def test_workers_take_fair_shares_and_a_dead_ones_cameras(db_url: str) -> None:
@@ -80,8 +92,7 @@ def test_a_joining_worker_gets_the_surplus_once_it_is_released(db_url: str) -> N
     _beat(db, "a", now)
     assert len(_balance(db, "a", now)) == 6
     _beat(db, "b", now)
-    with db.session() as session:
-        holding = balance(session, "a", now, LEASE_S)
+    holding = _renew_and_take(db, "a", now)
     assert len(holding.surplus) == 3 and len(holding.cameras) == 6
     assert _balance(db, "b", now) == []  # nothing free until "a" stops and releases
     with db.session() as session:

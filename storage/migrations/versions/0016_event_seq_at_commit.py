@@ -5,7 +5,7 @@ Revises: 0015
 
 Until now an appending transaction took the event log's advisory lock when it appended
 and held it until its client sent COMMIT, so that ``seq`` values become visible in the
-order they are assigned. At city scale (bench/city: 40 workers, a district's power cut) a
+order they are assigned. At city scale (tests/scale: 40 workers, a district's power cut) a
 client starved of CPU between its append and its COMMIT held every other appender up for
 seconds. Now a row is inserted with a provisional negative ``seq`` and a deferred trigger
 gives it its real one while the transaction commits, under the same lock: the lock is
