@@ -1,7 +1,8 @@
 """The incidents API under concurrent load with 1,000,000 incidents in PostgreSQL, against the
 same queries run directly with psycopg.
 
-Run: ``.venv/bin/python bench/bench_api.py [--rows 1000000] [--concurrency 8] [--window 10]``.
+Run: ``.venv/bin/python bench/bench_api.py [--rows 1000000] [--concurrency 8] [--window 10]
+[--rate 200]`` (issue #18 asks for ``--rows 10000000``: about 10 minutes, 5 GB of disk).
 
 1. A fresh database on the local PostgreSQL server (127.0.0.1:5432, ``XL_BENCH_PG_URL`` to
    change it), migrated by the service's own migrations, then filled server-side with
@@ -25,6 +26,11 @@ Run: ``.venv/bin/python bench/bench_api.py [--rows 1000000] [--concurrency 8] [-
    per request; for ``get`` the row and its history; for a ``grid_code`` also the query
    resolving its subtree, before every page as the API does) replayed with psycopg's
    async connections, one per worker. Ratio = API requests/s over raw database queries/s.
+
+Before the closed-loop scenarios, an open loop (``--rate``, 200 pages/s by default) for
+``list``, ``list grid`` and ``list county``: a page request falls due every 1/rate s
+whatever the answers, its latency counted from when it was due; nine in ten follow a
+``next_cursor`` an earlier page returned. The incidents span a year whatever their number.
 
 Reported per scenario: requests/s, p50/p99 latency, latency of the first and the last
 page (keyset pages should cost the same at any depth), the CPU of the API process (and per
@@ -85,7 +91,7 @@ SELECT 'inc_' || substr(md5(i::text), 1, 16),
        'snapshots/cam/' || i || '.jpg', md5(i::text) || md5(i::text),
        'clips/cam/' || i || '.mp4', md5(t::text) || md5(t::text),
        1000000 + (r * 9000000)::int, 10 + r * 290, 'archived', 'bench-host', t, t
-FROM (SELECT i, random() AS r, now() - make_interval(secs => i * 31.5) AS t
+FROM (SELECT i, random() AS r, now() - make_interval(secs => i * {spacing}) AS t
       FROM generate_series(1, {rows}) AS i) AS s
 ORDER BY 1
 """
@@ -172,7 +178,8 @@ def fill(url: str, rows: int) -> tuple[float, Data]:
         conn.execute("SET maintenance_work_mem = '256MB'")
         conn.execute("SET session_replication_role = replica")  # no per-row FK checks
         conn.execute("SELECT setseed(0.42)")
-        conn.execute(FILL.format(cameras=CAMERAS, grids=GRIDS, rows=rows).encode())
+        spacing = 365 * 86400 / rows  # a year of incidents, whatever their number
+        conn.execute(FILL.format(cameras=CAMERAS, grids=GRIDS, rows=rows, spacing=spacing).encode())
         conn.execute(HISTORY.encode())
         conn.execute(GRIDS_FILL.format(towns=GRIDS // 10, grids=GRIDS).encode())
         for _, definition in indexes:
@@ -180,6 +187,12 @@ def fill(url: str, rows: int) -> tuple[float, Data]:
         conn.execute("VACUUM ANALYZE incidents")
         conn.execute("VACUUM ANALYZE incident_history")
         took = time.monotonic() - started
+        size = conn.execute(
+            "SELECT pg_total_relation_size('incidents') "
+            "+ pg_total_relation_size('incident_history')"
+        ).fetchone()
+        assert size is not None
+        print(f"  incidents with their history and indexes: {size[0] / rows:.0f} bytes each")
         ids = [r[0] for r in conn.execute("SELECT id FROM incidents TABLESAMPLE SYSTEM (2)")]
         cameras = [r[0] for r in conn.execute("SELECT DISTINCT camera_id FROM incidents")]
         grids = [r[0] for r in conn.execute("SELECT DISTINCT grid_code FROM incidents")]
@@ -354,6 +367,75 @@ def _page_sample(s: Samples, took: float, page: int, pages: int) -> None:
         s.last_page.append(took)
 
 
+# At a fixed rate --------------------------------------------------------------------------------
+
+
+RATE_SCENARIOS = ("list", "list grid", "list county")
+
+
+async def at_rate(
+    client: httpx.AsyncClient, data: Data, kind: str, rate: float, window: float, pages: int
+) -> dict[str, Any]:
+    """Open loop: a page request every ``1 / rate`` s whatever the answers, each one's
+    latency counted from when it was due (a slow answer delays nobody's clock, so no
+    coordinated omission). One arrival in ``pages`` starts a list from its first page; the
+    others follow a ``next_cursor`` an earlier answer left, as an operator paging does."""
+    cursors: list[tuple[dict[str, Any], int]] = []
+    latencies: list[float] = []
+    errors = 0
+    rng = random.Random(7)
+
+    async def one(due: float, params: dict[str, Any], depth: int) -> None:
+        nonlocal errors
+        try:
+            r = await client.get("/api/v1/incidents", params=params)
+        except httpx.HTTPError:
+            errors += 1
+            return
+        latencies.append(time.monotonic() - due)
+        if r.status_code != 200:
+            errors += 1
+            return
+        cursor = r.json()["next_cursor"]
+        if cursor is not None and depth < pages - 1:
+            cursors.append((params | {"cursor": cursor}, depth + 1))
+
+    start = time.monotonic() + 0.1
+    tasks = []
+    n = int(rate * window)
+    for i in range(n):
+        due = start + i / rate
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        if cursors and rng.random() > 1 / pages:
+            params, depth = cursors.pop(rng.randrange(len(cursors)))
+        else:
+            params, depth = {"limit": 50, **_filter(kind, rng, data)}, 0
+        tasks.append(asyncio.create_task(one(due, params, depth)))
+    await asyncio.gather(*tasks)
+    return {
+        "rate": rate,
+        "achieved": len(latencies) / (time.monotonic() - start),
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p99_ms": 1000 * percentile(latencies, 99),
+        "max_ms": 1000 * max(latencies, default=float("nan")),
+        "errors": errors,
+        "load": load_avg(),
+    }
+
+
+async def measure_rate(url: str, data: Data, args: argparse.Namespace) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=60
+    ) as client:
+        await at_rate(client, data, "list", args.rate, 2.0, args.pages)  # warm-up
+        return {
+            kind: await at_rate(client, data, kind, args.rate, args.window, args.pages)
+            for kind in RATE_SCENARIOS
+        }
+
+
 # The run ----------------------------------------------------------------------------------------
 
 
@@ -437,6 +519,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # clips at start-up, inside the first scenario's window (its start-up sweep).
         env = {"XUELIANG_DATABASE__URL": db_url, "XUELIANG_RECORDING__RETENTION_DAYS": "3650"}
         with ServiceProcess(tmp, env, role="api") as api:
+            rate_results = asyncio.run(measure_rate(api.url, data, args)) if args.rate else {}
             api_results = asyncio.run(measure_api(api.url, db_url, api.pid, data, args))
         db_results = asyncio.run(measure_db(db_url, data, args))
     scenarios = {
@@ -456,6 +539,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pages": args.pages,
         "window_s": args.window,
         "scenarios": scenarios,
+        "at_rate": rate_results,
     }
 
 
@@ -493,7 +577,21 @@ def _report(r: dict[str, Any]) -> None:
         "api ms/req", "client %", "pg %cpu", "err", "load", "ratio",
     )  # fmt: skip
     print_table(headers, rows)
+    if r["at_rate"]:
+        print(f"\nopen loop at {args_rate(r)} pages/s (latency from when each was due):")
+        print_table(
+            ("scenario", "pages/s", "p50 ms", "p99 ms", "max ms", "err", "load"),
+            [
+                (k, f"{x['achieved']:.0f}", f"{x['p50_ms']:.1f}", f"{x['p99_ms']:.1f}",
+                 f"{x['max_ms']:.1f}", x["errors"], x["load"][0])
+                for k, x in r["at_rate"].items()
+            ],
+        )  # fmt: skip
     print(json.dumps(rounded(r)))
+
+
+def args_rate(r: dict[str, Any]) -> str:
+    return ", ".join(sorted({f"{x['rate']:.0f}" for x in r["at_rate"].values()}))
 
 
 def main() -> None:
@@ -503,6 +601,9 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10, help="cursor pages followed per list")
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="open-loop pages/s (0: leave it out)"
+    )
     args = parser.parse_args()
     _report(run(args))
 

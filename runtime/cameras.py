@@ -273,7 +273,7 @@ class CameraRuntime:
     # Leases: which cameras this worker runs ------------------------------------------------
     async def _lease_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(self.leases.next_renewal_s())
             await self._renew_leases()
 
     async def _release_surplus(self) -> None:

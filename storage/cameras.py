@@ -7,12 +7,23 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, case, delete, func, insert, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -250,44 +261,102 @@ def record_status(
     return previous
 
 
+def update_measurements(
+    session: Session, updates: Mapping[str, StatusUpdate], at: datetime
+) -> None:
+    """Store running cameras' measurements in one executemany, in camera order (the order
+    transitions lock rows in, so the two never deadlock). A row whose state is not the
+    update's is left alone: its transition is being written, with its own measurements."""
+    if not updates:
+        return
+    stmt = (
+        update(CameraStatus)
+        .where(CameraStatus.camera_id == bindparam("cid"), CameraStatus.state == bindparam("st"))
+        .values(
+            fps=bindparam("fps"),
+            last_frame_at=bindparam("lfa"),
+            reconnects=bindparam("rc"),
+            frames_dropped=bindparam("fd"),
+            last_error=bindparam("err"),
+            worker_id=bindparam("wid"),
+            updated_at=bindparam("at"),
+        )
+    )
+    rows = [
+        {
+            "cid": cid,
+            "st": u.state,
+            "fps": u.fps,
+            "lfa": u.last_frame_at,
+            "rc": u.reconnects,
+            "fd": u.frames_dropped,
+            "err": u.last_error,
+            "wid": u.worker_id,
+            "at": at,
+        }
+        for cid, u in sorted(updates.items())
+    ]
+    session.connection().execute(stmt, rows)
+
+
 def get_status(session: Session, camera_id: str) -> CameraStatus | None:
     return session.get(CameraStatus, camera_id)
 
 
-def get_statuses(
-    session: Session, camera_ids: Sequence[str], *, skip_locked: bool = False
-) -> dict[str, CameraStatus]:
-    """The stored status rows of these cameras (cameras without one are left out).
-
-    ``skip_locked``: lock them for this transaction, leaving out rows another one holds
-    (PostgreSQL; measurements are written again in a few seconds, no need to wait)."""
-    query = select(CameraStatus).where(CameraStatus.camera_id.in_(camera_ids))
-    if skip_locked:
-        query = query.order_by(CameraStatus.camera_id).with_for_update(skip_locked=True)
-    return {row.camera_id: row for row in session.scalars(query)}
-
-
-def lock_statuses(session: Session, camera_ids: Sequence[str], at: datetime) -> None:
-    """Create the missing status rows of these cameras and lock them all, in camera order,
-    for this transaction: two workers writing one camera's state at a hand-over then wait
-    for each other in one order instead of deadlocking, and never insert its row twice
-    (both seen in the city simulator, tests/scale). A row created here has no state yet (``""``):
-    :func:`record_status` gives it one, and logs that as a transition."""
-    if not camera_ids:
+def record_transitions(
+    session: Session, changes: Sequence[tuple[str, StatusUpdate, datetime]]
+) -> None:
+    """Store many cameras' state changes, in order, as :func:`record_status` would one by
+    one, in a fixed number of statements: create missing status rows and lock them all in
+    camera order (two workers writing one camera at a hand-over wait for each other in one
+    order instead of deadlocking), then one UPDATE (executemany) and one INSERT into the
+    transition log. Row by row through the ORM, 500 changes cost 1,000 round trips: under
+    a city's load a worker's transaction stayed open half a minute, holding its locks and
+    the database's vacuum horizon (tests/scale)."""
+    if not changes:
         return
-    ids = sorted(set(camera_ids))
-    dialect = session.get_bind().dialect.name
-    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
-    rows = [{"camera_id": cid, "state": "", "since": at, "updated_at": at} for cid in ids]
+    ids = sorted({cid for cid, _, _ in changes})
+    first_at = min(at for _, _, at in changes)
+    insert_ = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    rows = [
+        {"camera_id": cid, "state": "", "since": first_at, "updated_at": first_at} for cid in ids
+    ]
     session.execute(insert_(CameraStatus).values(rows).on_conflict_do_nothing())
-    query = (
-        select(CameraStatus)
+    locked = session.execute(
+        select(CameraStatus.camera_id, CameraStatus.state, CameraStatus.since)
         .where(CameraStatus.camera_id.in_(ids))
         .order_by(CameraStatus.camera_id)
         .with_for_update()
-        .execution_options(populate_existing=True)
+    ).all()
+    state = {cid: (st, since) for cid, st, since in locked}
+    final: dict[str, dict[str, Any]] = {}
+    log: list[dict[str, Any]] = []
+    for cid, u, at in changes:
+        previous, since = state[cid]
+        if previous != u.state:
+            since = at
+            log.append({"camera_id": cid, "state": u.state, "at": at})
+        state[cid] = (u.state, since)
+        final[cid] = {
+            "cid": cid,
+            "state": u.state,
+            "since": since,
+            "fps": u.fps,
+            "last_frame_at": u.last_frame_at,
+            "reconnects": u.reconnects,
+            "frames_dropped": u.frames_dropped,
+            "last_error": u.last_error,
+            "worker_id": u.worker_id,
+            "updated_at": at,
+        }
+    stmt = (
+        update(CameraStatus)
+        .where(CameraStatus.camera_id == bindparam("cid"))
+        .values({k: bindparam(k) for k in next(iter(final.values())) if k != "cid"})
     )
-    session.scalars(query).all()
+    session.connection().execute(stmt, [final[cid] for cid in sorted(final)])
+    if log:
+        session.execute(insert(CameraStateChange).values(log))
 
 
 def online_seconds(

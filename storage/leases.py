@@ -107,21 +107,24 @@ def renew(session: Session, worker_id: str, now: datetime, lease_s: float) -> Re
     return Renewed(sorted(mine), share)
 
 
-def take(session: Session, worker_id: str, now: datetime, lease_s: float, wanted: int) -> list[str]:
+def take(
+    session: Session, worker_id: str, now: datetime, lease_s: float, wanted: int
+) -> list[str] | None:
     """Lease up to ``wanted`` more cameras: expired leases first (their worker died), then
     cameras nobody holds, each in one statement, in a random order.
 
     On PostgreSQL one worker takes at a time: workers inserting the same free cameras at
     once deadlocked on the unique index, whatever the order (tests/unit/test_leases.py).
-    A worker that finds another one taking takes nothing this time (``[]``) instead of
-    queueing: 40 workers queued behind each other at a city's cold start (tests/scale).
+    A worker that finds another one taking gets ``None`` at once instead of queueing (40
+    workers queued behind each other at a city's cold start, tests/scale); it tries again
+    a moment later (``runtime.leasing``).
     """
     if wanted <= 0:
         return []
     if session.get_bind().dialect.name == "postgresql":
         got = session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": LEASE_TAKE_LOCK})
         if not got:
-            return []
+            return None
     expires = now + timedelta(seconds=lease_s)
     enabled = select(Camera.id).where(Camera.enabled.is_(True))
     taken = _take_expired(session, worker_id, now, expires, wanted, enabled)

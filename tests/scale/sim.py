@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import hashlib
 import json
 import logging
@@ -173,7 +174,7 @@ class SimWorker:
                     await self._reconcile()
                 if self.leases.surplus:
                     await asyncio.to_thread(self.leases.release, sorted(self.leases.surplus))
-                await asyncio.sleep(self.leases.lease_s / 3)
+                await asyncio.sleep(self.leases.next_renewal_s())
         finally:
             for task in tasks:
                 task.cancel()
@@ -324,6 +325,7 @@ async def run_process(args: argparse.Namespace) -> None:
 
     reporter = asyncio.create_task(report())
     await stop.wait()
+    faulthandler.dump_traceback_later(40)  # a stop that hangs says where
     reporter.cancel()
     for task in tasks:
         task.cancel()

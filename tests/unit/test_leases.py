@@ -54,7 +54,7 @@ def _renew_and_take(db: Database, worker_id: str, now: datetime) -> Renewed:
         with db.session() as session:
             wanted = held.share - len(held.cameras)
             taken = take(session, worker_id, now, LEASE_S, wanted)
-        held = Renewed(sorted(held.cameras + taken), held.share)
+        held = Renewed(sorted(held.cameras + (taken or [])), held.share)
     return held
 
 
