@@ -14,29 +14,13 @@ import pytest
 from storage.db import Database
 from storage.leases import Renewed, heartbeat, holder, release, renew, take
 from storage.models import Camera, CameraLease, Worker, utcnow
+from tests.unit.cameras_db import database_with_cameras
 
 LEASE_S = 15.0
 
 
 def _db(url: str, cameras: int) -> Database:
-    db = Database(url, pool_size=20)
-    db.migrate()
-    now = utcnow()
-    with db.session() as session:
-        session.add_all(
-            Camera(
-                id=f"cam_{i:05d}",
-                name=f"c{i}",
-                zones=[],
-                analytics={},
-                recording={},
-                enabled=True,
-                created_at=now,
-                updated_at=now,
-            )
-            for i in range(cameras)
-        )
-    return db
+    return database_with_cameras(url, cameras, pool_size=20)
 
 
 def _beat(db: Database, worker_id: str, now: datetime) -> None:
