@@ -34,6 +34,11 @@ Baselines, same files, same machine, same run:
   and each half alone (substream decode, main-stream copy), to compare with the service's
   substream and main-stream reader threads.
 
+``--rounds R [--cameras N]`` measures ABAB instead: R rounds at N cameras, each the
+service then ffmpeg doing the same N cameras' jobs live (the service's cameras disabled
+meanwhile), and prints the median and spread of both and of their ratio (issue #18: two
+quiet runs of the steps gave 0.67x and 1.03x, the VM having drifted between the phases).
+
 Prints a table and one JSON line; takes 2–4 minutes (the first run also encodes the
 inputs, ~1 minute, cached in ``bench/.cache``).
 """
@@ -69,6 +74,7 @@ from common import (
     machine,
     machine_jiffies,
     print_table,
+    rounded,
     start_rtsp,
     thread_cpu_seconds,
     workdir,
@@ -398,6 +404,95 @@ def run(args: argparse.Namespace, errors: ErrorLog) -> dict[str, Any]:
     return _summary(steps, baselines, args, errors)
 
 
+def run_interleaved(args: argparse.Namespace, errors: ErrorLog) -> dict[str, Any]:
+    """ABAB: at ``--cameras`` cameras, rounds of the service (A) and of ffmpeg doing the
+    same cameras' jobs live (B), one after the other, so that the VM's drift (a third
+    between minutes) falls on both alike. The service's cameras are disabled during B (its
+    process stays up); each round's ratio is ffmpeg's CPU per camera over ours."""
+    attr = Attribution()
+    attr.install()
+    inputs = camera_inputs(args.main_bitrate)
+    n = args.cameras
+    rounds: list[dict[str, Any]] = []
+    with workdir("bench-cameras-") as tmp:
+        mounts = {"/sub": h264file_mount(inputs.sub), "/main": h264file_mount(inputs.main)}
+        server = start_rtsp(mounts, tmp / "rtsp")
+        try:
+            with InProcessService(tmp) as service, service.client() as http:
+                ids = add_cameras(http, n, server.url("/main"), server.url("/sub"))
+                for r in range(args.rounds):
+                    _wait_online(service, n)
+                    time.sleep(args.settle)
+                    step = measure(service, server.pid, n, args.window, attr)
+                    _print_step(step)
+                    for cid in ids:
+                        http.patch(f"/api/v1/cameras/{cid}", json={"enabled": False})
+                    _wait_stopped(service)
+                    ff = ffmpeg_live_cores(server, "camera", n, 3.0, args.window)
+                    for cid in ids:
+                        http.patch(f"/api/v1/cameras/{cid}", json={"enabled": True})
+                    ours = 100 * step.cpu_per_camera
+                    rounds.append(
+                        {
+                            "round": r + 1,
+                            "ours_pct": ours,
+                            "ffmpeg_pct": 100 * ff,
+                            "ratio": 100 * ff / ours,
+                            "sustained": step.sustained,
+                            "load": step.load[0],
+                        }
+                    )
+                    print(
+                        f"  round {r + 1}: ours {ours:.2f} % of a core per camera, ffmpeg "
+                        f"{100 * ff:.2f} %: {100 * ff / ours:.2f}x",
+                        flush=True,
+                    )
+        finally:
+            server.stop()
+    return {
+        "bench": "cameras-interleaved",
+        "machine": machine(),
+        "cameras": n,
+        "rounds": rounds,
+        "service_errors_logged": errors.count,
+    }
+
+
+def _wait_stopped(service: InProcessService, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _runners(service) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _runners(service):
+        raise RuntimeError(f"disabled cameras still ran after {timeout:.0f} s")
+
+
+def _report_interleaved(result: dict[str, Any]) -> None:
+    rounds = result["rounds"]
+    m = result["machine"]
+    print(f"\nmachine: {m['cpu']}, {m['cores']} cores; {result['cameras']} cameras, ABAB")
+    print_table(
+        ("round", "ours %/cam", "ffmpeg %/cam", "ffmpeg/ours", "real time", "load"),
+        [
+            (
+                x["round"],
+                f"{x['ours_pct']:.2f}",
+                f"{x['ffmpeg_pct']:.2f}",
+                f"{x['ratio']:.2f}",
+                "yes" if x["sustained"] else "NO",
+                x["load"],
+            )
+            for x in rounds
+        ],
+    )
+    for key, label in (("ours_pct", "ours"), ("ffmpeg_pct", "ffmpeg"), ("ratio", "ratio")):
+        values = [x[key] for x in rounds]
+        print(
+            f"{label}: median {statistics.median(values):.2f} "
+            f"(spread {min(values):.2f}-{max(values):.2f})"
+        )
+    print(json.dumps(rounded(result)))
+
+
 def _print_step(s: Step) -> None:
     print(
         f"  {s.cameras:3d} cameras: service {100 * s.service_cores:5.1f} % core, "
@@ -534,6 +629,13 @@ def main() -> None:
     parser.add_argument("--ffmpeg-window", type=float, default=8.0, help="seconds measured")
     parser.add_argument("--budget-s", type=float, default=220.0, help="no new step after this")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="ABAB instead of steps: this many rounds of the service, then ffmpeg, at --cameras",
+    )
+    parser.add_argument("--cameras", type=int, default=16, help="cameras of the ABAB rounds")
+    parser.add_argument(
         "--opencv-threads",
         type=int,
         default=None,
@@ -544,7 +646,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     errors = ErrorLog()
     logging.getLogger().addHandler(errors)
-    _report(run(args, errors))
+    if args.rounds:
+        _report_interleaved(run_interleaved(args, errors))
+    else:
+        _report(run(args, errors))
 
 
 if __name__ == "__main__":

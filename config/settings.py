@@ -294,7 +294,12 @@ class DeliverySettings(_Section):
     lease_s: float = Field(
         default=30.0, gt=0, le=3600, description="A worker's hold on one subscription's queue."
     )
-    batch: int = Field(default=100, ge=1, le=10000)
+    batch: int = Field(
+        default=500,
+        ge=1,
+        le=10000,
+        description="Events read per round (at least a subscription's batch).",
+    )
     max_parallel: int = Field(
         default=16, ge=1, le=1000, description="Subscriptions served at once."
     )

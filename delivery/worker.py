@@ -13,8 +13,9 @@ seconds, at the end of a batch and before a failure), not one per event: the dat
 not the POST, was what bounded a subscription to ~20 events/s. The cursor then trails what
 was sent; a crash between a POST and its write re-sends those events (at least once).
 
-The worker wakes when this process appends events (``services.hub``), when a retry is due,
-and polls every ``poll_s`` for events appended by other processes.
+The worker wakes when events are appended (``services.hub``: by this process, or on
+PostgreSQL by any process, through ``storage.event_notify``), when a retry is due, and
+polls every ``poll_s`` as the fallback.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class DeliveryConfig:
     jitter: float = 0.25
     poll_s: float = 1.0  # how soon events of other processes are seen
     lease_s: float = 30.0  # > timeout_s: a lease always outlives the attempt it covers
-    batch: int = 100  # events read per round (at least a subscription's own ``batch``)
+    batch: int = 500  # events read per round (at least a subscription's own ``batch``)
     max_parallel: int = 16  # consumers drained at once by this process
     # Successes are written together after this many events or seconds (at most that many
     # events are sent again after a crash).

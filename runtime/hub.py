@@ -1,4 +1,5 @@
-"""Wakes SSE streams when this process appends events; other processes are seen by polling."""
+"""Wakes SSE streams and delivery when events are appended: by this process (``Services.tx``)
+or, on PostgreSQL, by another one (``storage.event_notify``); polling is the fallback."""
 
 from __future__ import annotations
 

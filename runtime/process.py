@@ -37,6 +37,7 @@ from runtime.retention import RetentionWorker
 from runtime.roles import ROLES
 from runtime.services import Services
 from storage.case_flow import CaseCounts, case_counts
+from storage.event_notify import EventListener
 
 __all__ = ["ROLES", "CameraControl", "Process", "build_process"]
 
@@ -142,6 +143,9 @@ def build_process(
         RetentionWorker(services),
         CaseDeadlineWorker(services),
     ]
+    if services.db.dialect == "postgresql":
+        # Other processes' events wake this one's SSE streams and delivery at their commit.
+        workers.append(EventListener(settings.database_url, services.hub.notify))
     cameras: CameraRuntime | None = None
     gb: Gb28181 | None = None
     if role in ("all", "worker"):

@@ -22,7 +22,7 @@ Reader = Annotated[Principal, Depends(require("grid_platform", "operator"))]
 
 #: Sequence numbers are 64-bit integers in the database; a larger one names no event.
 MAX_SEQ = 2**63 - 1
-POLL_S = 1.0  # other processes' events are seen within this delay
+POLL_S = 1.0  # the fallback: other processes' events ring the hub on PostgreSQL (LISTEN)
 HEARTBEAT_S = 15.0
 BATCH = 200
 
