@@ -218,6 +218,31 @@ class CrowdSettings(_Section):
     )
 
 
+class QualitySettings(_Section):
+    """Video quality diagnostics (视频质量诊断, ``analytics/quality.py``) on analysed frames."""
+
+    enabled: bool = Field(default=True, description="Diagnose every camera's picture.")
+    every_s: float = Field(
+        default=1.0, ge=0.2, le=60, description="Seconds between two checks of one camera."
+    )
+    hold_s: float = Field(
+        default=4.0, ge=0, le=600, description="Seconds a problem must last before it is raised."
+    )
+    clear_s: float = Field(
+        default=4.0, ge=0, le=600, description="Seconds a problem must be gone before it clears."
+    )
+    learn_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds of healthy, steady picture before the reference view is taken.",
+    )
+    tamper_incidents: bool = Field(
+        default=True,
+        description="Open a 'tamper' incident (clip and snapshot) when a problem looks deliberate.",
+    )
+
+
 class ArchiveSettings(_Section):
     retry_initial_s: float = Field(
         default=1.0, gt=0, le=60, description="First retry delay after a failed upload."
@@ -572,6 +597,7 @@ class Settings(BaseSettings):
     recording: RecordingSettings = RecordingSettings()
     incidents: IncidentSettings = IncidentSettings()
     crowd: CrowdSettings = CrowdSettings()
+    quality: QualitySettings = QualitySettings()
     archive: ArchiveSettings = ArchiveSettings()
     retention: RetentionSettings = RetentionSettings()
     workers: WorkerSettings = WorkerSettings()

@@ -27,12 +27,14 @@ from analytics.crowd import CrowdResult, CrowdRules, PersonCounter, draw_boxes
 from analytics.incidents import Ended, IncidentEvent, Peak, Started
 from analytics.motion import MotionConfig, MotionDetector, MotionResult
 from analytics.persons import PersonDetector
+from analytics.quality import Problem, QualityConfig, QualityResult
 from analytics.rules import IncidentRules, RuleConfig
 from analytics.zones import Zone
 from ingest.recorder import ClipJob, ClipRecorder, ClipResult
 from ingest.slot import FrameSlot
 from ingest.types import Frame
 from runtime.archiver import Archiver
+from runtime.quality import QualityWatch
 from runtime.services import Services
 from storage.clips import frame_at
 from storage.durable import write_atomic
@@ -45,12 +47,14 @@ from storage.incidents import (
     new_incident_id,
     snapshot_key,
 )
+from storage.quality import QualityOrders
 from storage.spool import SpoolEntry
 
 log = logging.getLogger(__name__)
 
 Image = npt.NDArray[np.uint8]
 MOTION = "motion"
+TAMPER = "tamper"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,10 @@ class AnalysisConfig:
     pre_s: float
     post_s: float
     crowd: CrowdConfig | None = None
+    #: Picture quality diagnostics, checked every ``quality_every_s`` (None: off).
+    quality: QualityConfig | None = None
+    quality_every_s: float = 1.0
+    tamper_incidents: bool = True
 
 
 @dataclass
@@ -118,17 +126,38 @@ class CameraAnalysis:
     _last_frame: Frame | None = field(default=None, init=False)
     _last_motion: float = field(default=-1e18, init=False)
     _last_detect: float = field(default=-1e18, init=False)
+    _quality: QualityWatch | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self._rules = IncidentRules(self.config.rules)
-        self._motion = MotionDetector(self.config.motion, self.config.zones)
-        crowd = self.config.crowd
-        if crowd is not None and self.detector is not None:
-            self._counter = PersonCounter(self.detector, self.config.zones)
+        config = self.config
+        self._rules = IncidentRules(config.rules)
+        self._motion = MotionDetector(config.motion, config.zones)
+        if config.crowd is not None and self.detector is not None:
+            self._counter = PersonCounter(self.detector, config.zones)
+        if config.quality is not None:
+            self._quality = QualityWatch(
+                config.camera_id,
+                config.grid_code,
+                self.services,
+                config.quality,
+                config.quality_every_s,
+                self._on_tamper if config.tamper_incidents else None,
+            )
 
     @property
     def camera_id(self) -> str:
         return self.config.camera_id
+
+    def quality_orders(self, orders: QualityOrders) -> None:
+        """What the API asked of the quality checks (a reference, a PTZ move): applied
+        at the next check; nothing when quality checks are off."""
+        if self._quality is not None:
+            self._quality.apply(orders)
+
+    @property
+    def quality(self) -> QualityResult | None:
+        """The latest picture-quality check, ``None`` before the first (or when off)."""
+        return self._quality.last if self._quality is not None else None
 
     async def run(self) -> None:
         try:
@@ -155,6 +184,13 @@ class CameraAnalysis:
             self._last_detect = ts
             crowd = await asyncio.to_thread(self._counter.count, frame.image, ts)
             await self._on_crowd(frame, crowd)
+        if self._quality is not None:
+            await self._quality.maybe_check(frame)
+
+    async def _on_tamper(self, problem: Problem, at: float) -> None:
+        # A moment with the usual clip around it; the snapshot shows the damaged picture.
+        alarm = {"kind": problem.kind.value, "score": round(problem.score, 3)}
+        await self.raise_alarm(TAMPER, alarm, at)
 
     # Motion --------------------------------------------------------------------------------
     def _detect_motion(self, frame: Frame) -> MotionResult:

@@ -24,8 +24,10 @@ from sqlalchemy.orm import Session
 
 from analytics.motion import MotionConfig
 from analytics.persons import DetectorConfig, PersonDetector
+from analytics.quality import QualityConfig, QualityResult
 from analytics.rules import RuleConfig
 from analytics.zones import parse_zones
+from config.settings import QualitySettings
 from ingest.camera import CameraState, CameraStatus, SourceFactory
 from ingest.gb28181.media import channel_url
 from ingest.manager import CameraManager
@@ -39,7 +41,7 @@ from runtime.camera_state import StateChange, StateWriter
 from runtime.gb28181 import AlarmFeed, DeviceAlarm, alarm_fields
 from runtime.internal import advertise_url
 from runtime.leasing import LeaseKeeper, WorkerIdentity
-from runtime.metrics import CameraCollector
+from runtime.metrics import CameraCollector, QualityCollector
 from runtime.recovery import recover_clips
 from runtime.services import Services
 from storage import cameras as repo
@@ -51,6 +53,7 @@ from storage.incidents import (
     fail_lost_clips,
 )
 from storage.models import Camera, utcnow
+from storage.quality import QualityOrders, quality_orders
 from storage.spool import ClipSpool
 
 log = logging.getLogger(__name__)
@@ -132,6 +135,8 @@ class CameraRuntime:
         self._loop = asyncio.get_running_loop()
         collector = CameraCollector(self.manager.statuses)
         self.services.registry.register(collector)
+        quality = QualityCollector(self._quality_results)
+        self.services.registry.register(quality)
         # Before any camera runs or is taken over: clips a crash interrupted come back
         # from their journals first, then what is still missing is failed.
         await asyncio.to_thread(self._recover_clips)
@@ -149,8 +154,11 @@ class CameraRuntime:
                 self._wake.clear()
                 await self._renew_leases()  # a camera just added is taken at once
                 self._wake.clear()
-                plans = await asyncio.to_thread(self._load_plans)
+                plans, orders = await asyncio.to_thread(self._load_plans)
                 await self._reconcile(plans)
+                for cid, order in orders.items():
+                    if (running := self._running.get(cid)) is not None:
+                        running.analysis.quality_orders(order)
                 await self._release_surplus()
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel
                 # that lands as the wake-up fires, and this loop then never stopped.
@@ -159,9 +167,14 @@ class CameraRuntime:
                         await self._wake.wait()
         finally:
             self.services.registry.unregister(collector)
+            self.services.registry.unregister(quality)
             for task in helpers:
                 task.cancel()
             await self._shutdown()
+
+    def _quality_results(self) -> dict[str, QualityResult]:
+        results = {cid: r.analysis.quality for cid, r in list(self._running.items())}
+        return {cid: q for cid, q in results.items() if q is not None}
 
     async def _reconcile(self, plans: dict[str, CameraPlan]) -> None:
         self._plans = plans
@@ -325,17 +338,20 @@ class CameraRuntime:
         return detector
 
     # Registry → plans ----------------------------------------------------------------------
-    def _load_plans(self) -> dict[str, CameraPlan]:
+    def _load_plans(self) -> tuple[dict[str, CameraPlan], dict[str, QualityOrders]]:
+        """The plans of the cameras leased here, and what the API asked of their quality
+        checks (reference requests, PTZ moves)."""
         leased = sorted(self.leases.held)
         with self.services.db.session() as session:
             rows = repo.cameras_by_id(session, leased) if leased else []
+            orders = quality_orders(session, leased, utcnow())
         plans = {}
         for row in (r for r in rows if r.enabled):
             try:
                 plans[row.id] = self._plan(row)
             except Exception as err:  # a bad row must not stop the other cameras
                 log.error("camera %s: cannot run it: %s", row.id, err)
-        return plans
+        return plans, orders
 
     def _plan(self, row: Camera) -> CameraPlan:
         s = self.services.settings
@@ -382,6 +398,9 @@ class CameraRuntime:
             ),
             pre_s=float(row.recording.get("pre_s", s.recording.pre_s)),
             post_s=float(row.recording.get("post_s", s.recording.post_s)),
+            quality=_quality_config(s.quality),
+            quality_every_s=s.quality.every_s,
+            tamper_incidents=s.quality.tamper_incidents,
         )
         return CameraPlan(stream=stream, analysis=analysis, version=row.version)
 
@@ -457,3 +476,9 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 
 def build_spool(services: Services) -> ClipSpool:
     return ClipSpool(services.settings.spool_path)
+
+
+def _quality_config(q: QualitySettings) -> QualityConfig | None:
+    if not q.enabled:
+        return None
+    return QualityConfig(hold_s=q.hold_s, clear_s=q.clear_s, learn_s=q.learn_s)

@@ -10,6 +10,7 @@ from dataclasses import fields
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from analytics.quality import Kind, QualityResult
 from ingest.camera import CameraState, CameraStatus
 from ingest.gb28181.endpoint import EndpointStats
 from ingest.gb28181.media import MediaStats
@@ -53,6 +54,39 @@ class CameraCollector(Collector):
             reconnects.add_metric([camera_id], st.reconnects)
             dropped.add_metric([camera_id], st.frames_dropped)
         yield from (up, fps, age, reconnects, dropped)
+
+
+class QualityCollector(Collector):
+    """Per camera and diagnosis: the latest quality score and whether it is raised
+    (``analytics.quality``), read from the running analyses at scrape time."""
+
+    def __init__(self, results: Callable[[], Mapping[str, QualityResult]]) -> None:
+        self._results = results
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        degraded = GaugeMetricFamily(
+            "xueliang_camera_degraded",
+            "1 when the camera's picture has a quality problem raised",
+            labels=["camera"],
+        )
+        score = GaugeMetricFamily(
+            "xueliang_camera_quality_score",
+            "Latest score of each picture-quality diagnosis (higher is worse)",
+            labels=["camera", "kind"],
+        )
+        problem = GaugeMetricFamily(
+            "xueliang_camera_quality_problem",
+            "1 while the diagnosis is raised on the camera",
+            labels=["camera", "kind"],
+        )
+        for camera_id, result in self._results().items():
+            degraded.add_metric([camera_id], 1.0 if result.state == "degraded" else 0.0)
+            raised = {p.kind for p in result.problems}
+            for kind, value in result.scores.items():
+                score.add_metric([camera_id, kind.value], value)
+            for kind in Kind:
+                problem.add_metric([camera_id, kind.value], 1.0 if kind in raised else 0.0)
+        yield from (degraded, score, problem)
 
 
 class SpoolCollector(Collector):

@@ -30,6 +30,8 @@ EventType = Literal[
     "case.overdue",
     "camera.online",
     "camera.offline",
+    "camera.degraded",
+    "camera.restored",
     "gb28181.device.online",
     "gb28181.device.offline",
     "gb28181.catalog",

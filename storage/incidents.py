@@ -66,7 +66,10 @@ def incident_fields(row: Incident) -> dict[str, Any]:
         "ended_at": row.ended_at,
         "end_reason": row.end_reason,
         "peak_persons": row.peak_persons,
-        "alarm": row.alarm,
+        # The alarm column holds a device's alarm, or for a tamper incident what the
+        # picture-quality check found ({"kind", "score"}).
+        "alarm": row.alarm if row.type != "tamper" else None,
+        "tamper": row.alarm if row.type == "tamper" else None,
     }
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     false,
@@ -141,6 +142,54 @@ class CameraStatus(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     worker_id: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CameraQuality(Base):
+    """A camera's picture quality now (``analytics.quality``): ``ok``, ``degraded`` with
+    the problems raised, or ``unknown`` until its reference view is learnt."""
+
+    __tablename__ = "camera_quality"
+
+    camera_id: Mapped[str] = mapped_column(
+        ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    #: ``[{"kind", "since", "score", "tamper"}]``, times as ISO 8601.
+    problems: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    since: Mapped[datetime]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: ``POST /cameras/{id}/quality/reference``: the worker running the camera takes its
+    #: next checked frame as the reference view, then clears this.
+    reference_requested_at: Mapped[datetime | None]
+    #: A PTZ move ordered through the API: the view is expected to change until then, so
+    #: ``displaced`` and the other reference checks pause and the reference is learnt anew.
+    ptz_until: Mapped[datetime | None]
+
+
+class CameraQualityChange(Base):
+    """One row per quality state change: 完好 time in the availability report."""
+
+    __tablename__ = "camera_quality_log"
+    __table_args__ = (Index("ix_camera_quality_log_camera_at", "camera_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    camera_id: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]
+
+
+class CameraQualityReference(Base):
+    """A camera's reference view per picture mode (colour by day, monochrome in IR mode),
+    ``analytics.quality.reference_to_bytes``: kept when the camera moves to another worker."""
+
+    __tablename__ = "camera_quality_refs"
+
+    camera_id: Mapped[str] = mapped_column(
+        ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True
+    )
+    monochrome: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    learnt_at: Mapped[datetime]
 
 
 class CameraStateChange(Base):

@@ -40,6 +40,7 @@ from storage.models import (
     AvailabilityRollup,
     Camera,
     CameraAvailabilityDay,
+    CameraQualityChange,
     CameraStateChange,
     Event,
 )
@@ -58,6 +59,7 @@ class Swept:
 
     days_rolled_up: int = 0
     transitions: int = 0
+    quality_transitions: int = 0
     events: int = 0
     audit: int = 0
     availability_days: int = 0
@@ -67,6 +69,7 @@ class Swept:
             (
                 self.days_rolled_up,
                 self.transitions,
+                self.quality_transitions,
                 self.events,
                 self.audit,
                 self.availability_days,
@@ -80,6 +83,7 @@ def sweep(sessions: Sessions, settings: RetentionSettings, now: datetime) -> Swe
     return Swept(
         days_rolled_up=roll_up(sessions, now, oldest=cut.date()),
         transitions=compact_transitions(sessions, cut, settings.batch),
+        quality_transitions=compact_transitions(sessions, cut, settings.batch, CameraQualityChange),
         events=delete_events(sessions, now - timedelta(days=settings.events_days), settings.batch),
         audit=delete_audit(
             sessions, now - timedelta(days=settings.audit_days) - AUDIT_MARGIN, settings.batch
@@ -102,9 +106,15 @@ def roll_up(sessions: Sessions, now: datetime, oldest: date) -> int:
     return len(days)
 
 
-def compact_transitions(sessions: Sessions, cut: datetime, batch: int) -> int:
-    """Delete transitions before ``cut`` but each existing camera's last one before it."""
-    row, later = CameraStateChange, aliased(CameraStateChange)
+def compact_transitions(
+    sessions: Sessions,
+    cut: datetime,
+    batch: int,
+    table: type[CameraStateChange | CameraQualityChange] = CameraStateChange,
+) -> int:
+    """Delete transitions before ``cut`` but each existing camera's last one before it
+    (``table``: the online/offline transitions, or the picture-quality ones)."""
+    row, later = table, aliased(table)
     superseded = exists().where(
         later.camera_id == row.camera_id,
         later.at < cut,

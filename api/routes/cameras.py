@@ -33,7 +33,9 @@ from api.schemas.cameras import (
     ImportOut,
     ImportProblem,
     Location,
+    QualityOut,
     RecordingIn,
+    ReferenceRequestOut,
     State,
     ZoneIn,
     csv_items,
@@ -51,11 +53,13 @@ from storage.cameras import national_id
 from storage.gb28181 import ChannelView
 from storage.grids import place_camera
 from storage.models import Camera, utcnow
+from storage.quality import get_quality, request_reference
 from storage.tokens import Principal
 
 router = APIRouter(prefix="/cameras", tags=["cameras"])
 Integrator = Annotated[Principal, Depends(require("integrator"))]
 Viewer = Annotated[Principal, Depends(require("integrator", "operator", "grid_platform"))]
+Maintainer = Annotated[Principal, Depends(require("integrator", "operator"))]
 Watcher = Annotated[Principal, Depends(require("integrator", "operator"))]
 
 
@@ -610,7 +614,34 @@ def camera_status(camera_id: str, services: ServicesDep, who: Viewer) -> CameraS
             return CameraStatusOut(state="disabled")
         if st is None:
             return CameraStatusOut(state="connecting")
-        return CameraStatusOut.model_validate(st, from_attributes=True)
+        out = CameraStatusOut.model_validate(st, from_attributes=True)
+        quality = get_quality(session, camera_id)
+        if quality is not None and out.state == "online":  # else: nothing to judge
+            out.quality = QualityOut.model_validate(quality)
+        return out
+
+
+@router.post(
+    "/{camera_id}/quality/reference",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ReferenceRequestOut,
+)
+def quality_reference(
+    camera_id: str, services: ServicesDep, cameras: CamerasDep, who: Maintainer
+) -> ReferenceRequestOut:
+    """Take the camera's current picture as its reference view (after maintenance, a new
+    mounting, a scene that changed for good). The worker running the camera takes its next
+    checked frame, within a second here or ``workers`` poll time (5 s) on another node;
+    `quality.reference_at` in the status then moves past `requested_at`."""
+    at = utcnow()
+    with services.tx() as session:
+        row = _camera(session, camera_id, who)
+        if not row.enabled:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"camera {camera_id} is disabled")
+        request_reference(session, camera_id, at)
+        audit(session, who.name, "quality_reference", "camera", camera_id)
+    cameras.changed()
+    return ReferenceRequestOut(requested_at=at)
 
 
 def _onvif_known(services: Services, camera_id: str, who: Principal) -> bool:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
@@ -36,6 +37,7 @@ from runtime.services import Services
 from storage import cameras as repo
 from storage.audit import audit
 from storage.models import Camera, utcnow
+from storage.quality import expect_ptz
 from storage.tokens import Principal
 
 log = logging.getLogger(__name__)
@@ -251,6 +253,11 @@ def _discovered_out(
 
 # --- PTZ ----------------------------------------------------------------------------------
 
+#: How long a preset move may take, and how long after a move the picture settles
+#: (focus, exposure): the picture-quality checks pause for the move plus this.
+PRESET_MOVE_S = 10.0
+PTZ_SETTLE_S = 5.0
+
 
 class PtzStops:
     """The pending "stop after the duration" of each camera's last move.
@@ -299,6 +306,7 @@ async def ptz(
     services: ServicesDep,
     who: Operator,
     stops: Annotated[PtzStops, Depends(get_ptz_stops)],
+    cameras: CamerasDep,
 ) -> PtzOut:
     """Move (for ``duration_s``, then stop), stop, or go to a preset."""
     stored = await asyncio.to_thread(_onvif_of, services, camera_id)
@@ -306,6 +314,10 @@ async def ptz(
         raise ov.OnvifError(f"camera {camera_id} has no PTZ (its probe found no PTZ service)")
     target = _login(services, stored).target()
     profile = stored["main_profile"]
+    # The picture will move: its quality checks must not call it displaced (issue #17).
+    moving_s = body.duration_s if body.action == "move" else PRESET_MOVE_S
+    await asyncio.to_thread(_expect_ptz, services, camera_id, moving_s + PTZ_SETTLE_S)
+    cameras.changed()
     stops.cancel(camera_id)
     if body.action == "move":
         velocity = ov.Velocity(body.pan, body.tilt, body.zoom)
@@ -319,6 +331,11 @@ async def ptz(
     await asyncio.to_thread(_audit_ptz, services, who.name, camera_id, body)
     stops_after = body.duration_s if body.action == "move" else None
     return PtzOut(camera_id=camera_id, action=body.action, stops_after_s=stops_after)
+
+
+def _expect_ptz(services: Services, camera_id: str, for_s: float) -> None:
+    with services.db.session() as session:
+        expect_ptz(session, camera_id, utcnow() + timedelta(seconds=for_s))
 
 
 def _audit_ptz(services: Services, actor: str, camera_id: str, body: PtzIn) -> None:

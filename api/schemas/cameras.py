@@ -331,6 +331,35 @@ def problem(line: int, field: str, msg: str) -> ImportProblem:
 
 
 State = Literal["connecting", "online", "offline", "disabled"]
+QualityKind = Literal[
+    "black", "frozen", "blur", "occlusion", "displaced", "color_cast", "noise", "brightness"
+]
+
+
+class QualityProblemOut(BaseModel):
+    kind: QualityKind
+    since: datetime
+    score: float = Field(description="Higher is worse; the kind's threshold raised it.")
+    tamper: bool = Field(description="It looks deliberate: a `tamper` incident was opened.")
+
+
+class QualityOut(BaseModel):
+    """Whether the picture is usable (视频质量诊断): ``unknown`` until the camera's reference
+    view is learnt (about 10 s of healthy picture) and while the camera is not online."""
+
+    state: Literal["ok", "degraded", "unknown"] = "unknown"
+    since: datetime | None = None
+    problems: list[QualityProblemOut] = []
+    reference_at: datetime | None = Field(
+        default=None, description="When the reference view the checks compare with was taken."
+    )
+    reference_requested_at: datetime | None = Field(
+        default=None, description="A `POST .../quality/reference` not served yet."
+    )
+
+
+class ReferenceRequestOut(BaseModel):
+    requested_at: datetime
 
 
 class CameraStatusOut(BaseModel):
@@ -342,3 +371,4 @@ class CameraStatusOut(BaseModel):
     frames_dropped: int = 0
     last_error: str | None = None
     worker_id: str | None = None
+    quality: QualityOut = QualityOut()

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-IncidentType = Literal["motion", "crowd", "device_alarm"]
+IncidentType = Literal["motion", "crowd", "device_alarm", "tamper"]
 IncidentStatus = Literal["new", "acknowledged", "resolved", "dismissed"]
 
 
@@ -47,6 +47,16 @@ class DeviceAlarm(BaseModel):
     channel_id: str | None = Field(default=None, description="The channel (alarm source) it names.")
 
 
+class Tamper(BaseModel):
+    """What a ``tamper`` incident's picture-quality check found (issue #17)."""
+
+    kind: Literal["black", "blur", "occlusion", "displaced"] = Field(
+        description="Lens covered (occlusion), camera turned (displaced), picture gone "
+        "black after a healthy one, or suddenly blurred."
+    )
+    score: float = Field(description="The diagnosis' score when it was raised; higher is worse.")
+
+
 class IncidentOut(BaseModel):
     id: str
     camera_id: str
@@ -65,6 +75,7 @@ class IncidentOut(BaseModel):
     alarm: DeviceAlarm | None = Field(
         default=None, description="A `device_alarm`'s fields, as the GB/T 28181 device sent them."
     )
+    tamper: Tamper | None = Field(default=None, description="A `tamper` incident's diagnosis.")
     snapshot: SnapshotRef | None = None
     clip: ClipRef | None = None
     case_ids: list[str] = []
