@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+import numpy.typing as npt
 import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
@@ -65,6 +68,20 @@ def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards."""
     with fresh_pg_database("xl_test") as (url, _name):
         yield url
+
+
+def footage(name: str, frames: int, size: tuple[int, int]) -> list[npt.NDArray[np.uint8]]:
+    """``frames`` BGR frames of ``../shared/data/NAME`` at ``size`` (w, h), looped."""
+    cap = cv2.VideoCapture(str(SHARED_DATA / name))
+    out: list[npt.NDArray[np.uint8]] = []
+    while len(out) < frames:
+        ok, frame = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            continue
+        out.append(np.asarray(cv2.resize(frame, size), dtype=np.uint8))
+    cap.release()
+    return out
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:

@@ -25,7 +25,7 @@ import pytest
 
 from api.app import create_app
 from config.settings import Settings
-from tests.conftest import SHARED_DATA, LiveServer, wait_for
+from tests.conftest import LiveServer, footage, wait_for
 from tests.peers.rtsp import RtspServer, h264file_mount
 
 pytestmark = pytest.mark.slow
@@ -34,19 +34,6 @@ TOKEN = "xl_test_admin_token_for_quality_0001"
 FPS = 10
 HEALTHY_S, DEGRADED_S, AFTER_S = 25, 25, 45
 Image = npt.NDArray[np.uint8]
-
-
-def _footage(name: str, n: int, size: tuple[int, int]) -> list[Image]:
-    cap = cv2.VideoCapture(str(SHARED_DATA / name))
-    frames: list[Image] = []
-    while len(frames) < n:
-        ok, frame = cap.read()
-        if not ok:  # loop the file
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            continue
-        frames.append(np.asarray(cv2.resize(frame, size), dtype=np.uint8))
-    cap.release()
-    return frames
 
 
 def _covered(f: Image, _i: int, _first: Image, _other: Image) -> Image:
@@ -100,8 +87,8 @@ def _encode(path: Path, frames: list[Image]) -> Path:
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     total = (HEALTHY_S + DEGRADED_S + AFTER_S) * FPS
-    scene = _footage("vtest.avi", total, (768, 576))
-    other = _footage("one-by-one-person-detection.mp4", DEGRADED_S * FPS, (768, 576))
+    scene = footage("vtest.avi", total, (768, 576))
+    other = footage("one-by-one-person-detection.mp4", DEGRADED_S * FPS, (768, 576))
     start, end = HEALTHY_S * FPS, (HEALTHY_S + DEGRADED_S) * FPS
     work = tmp_path_factory.mktemp("quality")
     made = {}

@@ -19,57 +19,32 @@ from ingest.types import Frame
 from runtime.quality import QualityWatch
 from runtime.services import Services
 from storage.events import list_events
-from storage.models import Camera, utcnow
+from storage.models import utcnow
 from storage.quality import QualityOrders, get_quality, quality_orders, request_reference
-from tests.conftest import SHARED_DATA
+from tests.conftest import footage
+from tests.unit.cameras_db import camera_row
 
 Image = npt.NDArray[np.uint8]
 CAMERA = "cam_quality0001"
 CONFIG = QualityConfig(learn_s=8.0)
 
 
-def _footage(name: str, n: int) -> list[Image]:
-    cap = cv2.VideoCapture(str(SHARED_DATA / name))
-    frames: list[Image] = []
-    while len(frames) < n:
-        ok, frame = cap.read()
-        if not ok:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            continue
-        frames.append(np.asarray(cv2.resize(frame, (640, 480)), dtype=np.uint8))
-    cap.release()
-    return frames
-
-
 @pytest.fixture(scope="module")
 def campus() -> list[Image]:
-    return _footage("vtest.avi", 400)
+    return footage("vtest.avi", 400, (640, 480))
 
 
 @pytest.fixture(scope="module")
 def corridor() -> list[Image]:
-    return _footage("one-by-one-person-detection.mp4", 400)
+    return footage("one-by-one-person-detection.mp4", 400, (640, 480))
 
 
 @pytest.fixture
 def services(make_settings: Callable[..., Settings], db_url: str) -> Iterator[Services]:
     s = Services.from_settings(make_settings(database={"url": db_url}))
     s.start()
-    now = utcnow()
     with s.tx() as session:
-        session.add(
-            Camera(
-                id=CAMERA,
-                name="gate",
-                grid_code=None,
-                zones=[],
-                analytics={},
-                recording={},
-                enabled=True,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        session.add(camera_row(CAMERA, "gate"))
     yield s
     s.close()
 
