@@ -547,11 +547,11 @@ def test_corridor_people_standing_and_a_dark_blob_raise_nothing(corridor: list[I
 # Encoded footage (frozen) ---------------------------------------------------------------------
 
 SMALL = (320, 240)
-H264: dict[str, dict[str, str]] = {
-    "crf 23, GOP 2 s": {"preset": "ultrafast", "crf": "23", "g": "20"},
-    "crf 23, GOP 4 s": {"preset": "ultrafast", "crf": "23", "g": "40"},
-    "500 kbit/s, GOP 2 s": {"preset": "ultrafast", "b": "500k", "g": "20"},
-    "crf 28, GOP 4 s": {"preset": "veryfast", "crf": "28", "g": "40"},
+H264: dict[str, dict[str, str]] = {  # one thread: the same stream on every machine
+    "crf 23, GOP 2 s": {"preset": "ultrafast", "crf": "23", "g": "20", "threads": "1"},
+    "crf 23, GOP 4 s": {"preset": "ultrafast", "crf": "23", "g": "40", "threads": "1"},
+    "500 kbit/s, GOP 2 s": {"preset": "ultrafast", "b": "500k", "g": "20", "threads": "1"},
+    "crf 28, GOP 4 s": {"preset": "veryfast", "crf": "28", "g": "40", "threads": "1"},
 }
 
 
@@ -588,13 +588,13 @@ def campus_clip() -> list[Image]:
     return _clip("vtest.avi", 20)
 
 
-@pytest.mark.parametrize("name", list(H264)[:3])
+@pytest.mark.parametrize("name", ["crf 23, GOP 2 s", "crf 23, GOP 4 s", "500 kbit/s, GOP 2 s"])
 def test_an_encoded_frozen_picture_is_frozen_within_8_s(
     name: str, campus_clip: list[Image]
 ) -> None:
     """The camera's picture freezes but the camera keeps encoding it: what is decoded
     becomes bit-identical only as the encoder settles, and each keyframe re-quantises it
-    (with "99 % identical for 6 s" this took 12–15 s)."""
+    (raised 7 s after the freeze; "99 % identical for 6 s" had not raised it 12 s after)."""
     frames = campus_clip[:80] + [campus_clip[80]] * 120  # frozen from 8 s on, for 12 s
     monitor = QualityMonitor()
     results = [monitor.check(f, float(t)) for t, f in enumerate(_h264_seconds(frames, H264[name]))]
@@ -603,7 +603,7 @@ def test_an_encoded_frozen_picture_is_frozen_within_8_s(
     assert raised[0][0] - 8 <= 8
 
 
-@pytest.mark.parametrize("name", [list(H264)[i] for i in (0, 2, 3)])
+@pytest.mark.parametrize("name", ["crf 23, GOP 2 s", "500 kbit/s, GOP 2 s", "crf 28, GOP 4 s"])
 def test_a_still_noisy_live_picture_is_not_frozen(name: str) -> None:
     """A still view with sensor noise (sigma 1 level per channel), encoded: the keyframes
     show the noise anew even where the encoder skips it between them (crf 28)."""
