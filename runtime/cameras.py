@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from analytics.motion import MotionConfig
 from analytics.persons import DetectorConfig, PersonDetector
-from analytics.quality import QualityConfig, QualityResult
+from analytics.quality import QualityConfig, QualityResult, Threshold
 from analytics.rules import RuleConfig
 from analytics.zones import parse_zones
 from config.settings import QualitySettings
@@ -374,6 +375,7 @@ class CameraRuntime:
             **{k: motion[k] for k in ("sensitivity", "min_area") if motion.get(k) is not None}
         )
         crowd = row.analytics.get("crowd", {})
+        quality = row.analytics.get("quality") or {}
         crowd_cfg = (
             CrowdConfig(
                 threshold=int(crowd.get("threshold", 5)),
@@ -398,9 +400,9 @@ class CameraRuntime:
             ),
             pre_s=float(row.recording.get("pre_s", s.recording.pre_s)),
             post_s=float(row.recording.get("post_s", s.recording.post_s)),
-            quality=_quality_config(s.quality),
+            quality=_quality_config(s.quality, quality),
             quality_every_s=s.quality.every_s,
-            tamper_incidents=s.quality.tamper_incidents,
+            tamper_incidents=_tamper_incidents(s.quality, quality),
         )
         return CameraPlan(stream=stream, analysis=analysis, version=row.version)
 
@@ -478,7 +480,28 @@ def build_spool(services: Services) -> ClipSpool:
     return ClipSpool(services.settings.spool_path)
 
 
-def _quality_config(q: QualitySettings) -> QualityConfig | None:
-    if not q.enabled:
+def _quality_config(q: QualitySettings, camera: dict[str, Any]) -> QualityConfig | None:
+    """The installation's picture-check settings, with the camera's own thresholds
+    (``analytics.quality``, validated by ``api.schemas.cameras.QualitySettingsIn``)."""
+    if not q.enabled or camera.get("enabled") is False:
         return None
-    return QualityConfig(hold_s=q.hold_s, clear_s=q.clear_s, learn_s=q.learn_s)
+    defaults = QualityConfig(hold_s=q.hold_s, clear_s=q.clear_s, learn_s=q.learn_s)
+    own: dict[str, Threshold] = {}
+    for kind, given in (camera.get("thresholds") or {}).items():
+        if given is None or kind not in QualityConfig.__dataclass_fields__:
+            continue
+        default: Threshold = getattr(defaults, kind)
+        raise_at = float(given["raise_at"])
+        clear_at = given.get("clear_at")
+        if clear_at is None:  # the default hysteresis, scaled to the camera's raise_at
+            clear_at = raise_at * default.clear_at / default.raise_at
+        hold_s = given.get("hold_s")
+        own[kind] = Threshold(
+            raise_at, float(clear_at), default.hold_s if hold_s is None else hold_s
+        )
+    return dataclasses.replace(defaults, **own)  # type: ignore[arg-type]
+
+
+def _tamper_incidents(q: QualitySettings, camera: dict[str, Any]) -> bool:
+    own = camera.get("tamper_incidents")
+    return q.tamper_incidents if own is None else bool(own)

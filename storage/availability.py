@@ -18,6 +18,12 @@ Two kinds of rows answer a report:
   before it, one index probe) and its transitions inside the gap, ``LEAD`` giving where each
   one ends.
 
+完好 time (a camera online *and* its picture usable, issue #17) is read the same way from
+``camera_quality_log`` beside ``camera_state_log``: the seconds a camera was online while its
+picture was ``degraded`` are subtracted from its online seconds (each online stretch against
+each degraded stretch that overlaps it), and the daily rows keep ``good_s`` and the picture's
+``quality_end_state`` next to ``online_s`` and ``end_state``.
+
 Both are additive: the seconds online in [a, c) are those in [a, b) plus those in [b, c),
 so a day read from its row and the hours around it read from the log give exactly the sum
 of reading everything from the log. Retention (storage/retention.py) relies on it: it rolls
@@ -29,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import (
     Date,
@@ -51,17 +58,21 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.expression import CTE, Subquery
 
+from storage.grid_models import Grid
 from storage.grids import subtree_query
 from storage.models import (
     AvailabilityRollup,
     Camera,
     CameraAvailabilityDay,
+    CameraQualityChange,
     CameraStateChange,
     UTCDateTime,
     utcnow,
 )
 
 ONLINE = "online"
+#: The picture-quality state that makes online time not 完好.
+DEGRADED = "degraded"
 DAY = timedelta(days=1)
 #: A day is rolled up this long after it ended: a status written a moment late (a worker's
 #: clock behind, a slow transaction) still lands in it.
@@ -93,10 +104,16 @@ class CameraOnline:
     name: str
     online_s: float
     period_s: float
+    #: Seconds online with a usable picture (not ``degraded``): 完好 time.
+    good_s: float = 0.0
 
     @property
     def ratio(self) -> float:
         return self.online_s / self.period_s if self.period_s > 0 else 0.0
+
+    @property
+    def good_ratio(self) -> float:
+        return self.good_s / self.period_s if self.period_s > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,10 @@ class Report:
     online_s: float
     #: Cameras online at least :data:`GOOD_RATIO` of the period.
     at_or_above_98: int
+    #: Seconds online with a usable picture, of all the cameras together.
+    good_s: float = 0.0
+    #: Cameras 完好 at least :data:`GOOD_RATIO` of the period.
+    good_at_or_above_98: int = 0
 
     @property
     def period_s(self) -> float:
@@ -122,6 +143,22 @@ class Report:
         """Online time of all the cameras over their total time."""
         total = self.camera_count * self.period_s
         return self.online_s / total if total > 0 else 0.0
+
+    @property
+    def good_ratio(self) -> float:
+        """完好率: online time with a usable picture over the total time."""
+        total = self.camera_count * self.period_s
+        return self.good_s / total if total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class GridAvailability:
+    """The totals of one grid's subtree."""
+
+    code: str
+    name: str
+    level: str
+    report: Report
 
 
 # The report ---------------------------------------------------------------------------------
@@ -137,28 +174,20 @@ def report(
     per_camera: bool = True,
     visible: Collection[str] | None = None,
 ) -> Report:
-    """Seconds online of each selected camera over [since, until), and the totals.
+    """Seconds online (and 完好) of each selected camera over [since, until), and the totals.
 
     Cameras are selected by ``grid_code`` (its subtree), ``camera_ids`` and ``visible``
     (the caller's grid codes, ``api.scope.visible_grid_codes``; None: every camera), all
     that are given. With ``per_camera=False`` only the totals leave the database.
     """
-    if since >= until:
-        raise ValueError("since must be before until")
-    if session.get_bind().dialect.name == "postgresql":
-        # A city's 600,000 daily rows and 200,000 transitions sort in memory, not on disk.
-        session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
-    cams = _selected(grid_code, camera_ids, visible).cte("cams")
-    everyone = grid_code is None and camera_ids is None and visible is None
-    days, gaps = _split(session, since, until)
-    online = _online_per_camera(session, cams if not everyone else None, cams, days, gaps)
+    online = _online(session, since, until, grid_code, camera_ids, visible)
     period_s = (until - since).total_seconds()
     if not per_camera:
         return _totals(session, online, since, until, period_s)
     rows = [
-        CameraOnline(camera_id, name, float(online_s), period_s)
-        for camera_id, name, online_s in session.execute(
-            select(online.c.id, online.c.name, online.c.online_s).order_by(
+        CameraOnline(camera_id, name, float(online_s), period_s, float(good_s))
+        for camera_id, name, online_s, good_s in session.execute(
+            select(online.c.id, online.c.name, online.c.online_s, online.c.good_s).order_by(
                 online.c.created_at, online.c.id
             )
         )
@@ -170,27 +199,127 @@ def report(
         camera_count=len(rows),
         online_s=sum(r.online_s for r in rows),
         at_or_above_98=sum(1 for r in rows if r.ratio >= GOOD_RATIO),
+        good_s=sum(r.good_s for r in rows),
+        good_at_or_above_98=sum(1 for r in rows if r.good_ratio >= GOOD_RATIO),
     )
+
+
+def grid_report(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    parent_code: str | None = None,
+    visible: Collection[str] | None = None,
+) -> list[GridAvailability]:
+    """The totals of each grid right below ``parent_code`` (None: the top grids), each over
+    its whole subtree, in one statement: a health page's rate per grid.
+
+    Cameras placed in ``parent_code`` itself belong to no child: they count in
+    :func:`report` for the parent, not here. With ``visible``, only the grids in it.
+    """
+    children = select(Grid.code.label("code"), Grid.code.label("top")).where(
+        Grid.parent_code == parent_code if parent_code is not None else Grid.parent_code.is_(None)
+    )
+    tree = children.cte("tops", recursive=True)
+    tree = tree.union_all(select(Grid.code, tree.c.top).where(Grid.parent_code == tree.c.code))
+    online = _online(session, since, until, parent_code, None, visible)
+    period_s = (until - since).total_seconds()
+    per_grid = (
+        select(
+            tree.c.top,
+            func.count(online.c.id).label("cameras"),
+            func.coalesce(func.sum(online.c.online_s), 0.0).label("online_s"),
+            func.coalesce(func.sum(online.c.good_s), 0.0).label("good_s"),
+            func.coalesce(func.sum(_at_least(online.c.online_s, period_s)), 0).label("on98"),
+            func.coalesce(func.sum(_at_least(online.c.good_s, period_s)), 0).label("good98"),
+        )
+        .join_from(tree, online, online.c.grid_code == tree.c.code)
+        .group_by(tree.c.top)
+        .subquery("per_grid")
+    )
+    query = (
+        select(Grid.code, Grid.name, Grid.level, per_grid)
+        .join_from(Grid, per_grid, per_grid.c.top == Grid.code, isouter=True)
+        .where(Grid.code.in_(select(children.subquery().c.code)))
+        .order_by(Grid.code)
+    )
+    if visible is not None:
+        query = query.where(Grid.code.in_(list(visible)))
+    return [
+        GridAvailability(
+            code,
+            name,
+            level,
+            Report(
+                since,
+                until,
+                [],
+                int(cameras or 0),
+                float(online_s or 0.0),
+                int(on98 or 0),
+                float(good_s or 0.0),
+                int(good98 or 0),
+            ),
+        )
+        for code, name, level, _top, cameras, online_s, good_s, on98, good98 in session.execute(
+            query
+        )
+    ]
+
+
+def _online(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    grid_code: str | None,
+    camera_ids: Collection[str] | None,
+    visible: Collection[str] | None,
+) -> Subquery:
+    """(id, name, created_at, grid_code, online_s, good_s) of every selected camera."""
+    if since >= until:
+        raise ValueError("since must be before until")
+    if session.get_bind().dialect.name == "postgresql":
+        # A city's 600,000 daily rows and 200,000 transitions sort in memory, not on disk.
+        session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
+    cams = _selected(grid_code, camera_ids, visible).cte("cams")
+    everyone = grid_code is None and camera_ids is None and visible is None
+    days, gaps = _split(session, since, until)
+    return _online_per_camera(session, cams if not everyone else None, cams, days, gaps)
+
+
+def _at_least(seconds: ColumnElement[float], period_s: float) -> ColumnElement[int]:
+    return case((seconds >= GOOD_RATIO * period_s, 1), else_=0)
 
 
 def _totals(
     session: Session, online: Subquery, since: datetime, until: datetime, period_s: float
 ) -> Report:
-    good = case((online.c.online_s >= GOOD_RATIO * period_s, 1), else_=0)
-    count, online_s, at_or_above = session.execute(
+    count, online_s, at_or_above, good_s, good_at_or_above = session.execute(
         select(
             func.count(),
             func.coalesce(func.sum(online.c.online_s), 0.0),
-            func.coalesce(func.sum(good), 0),
+            func.coalesce(func.sum(_at_least(online.c.online_s, period_s)), 0),
+            func.coalesce(func.sum(online.c.good_s), 0.0),
+            func.coalesce(func.sum(_at_least(online.c.good_s, period_s)), 0),
         )
     ).one()
-    return Report(since, until, [], int(count), float(online_s), int(at_or_above))
+    return Report(
+        since,
+        until,
+        [],
+        int(count),
+        float(online_s),
+        int(at_or_above),
+        float(good_s),
+        int(good_at_or_above),
+    )
 
 
 def _selected(
     grid_code: str | None, camera_ids: Collection[str] | None, visible: Collection[str] | None
-) -> Select[str, str, datetime]:
-    query = select(Camera.id, Camera.name, Camera.created_at)
+) -> Select[str, str, datetime, str | None]:
+    query = select(Camera.id, Camera.name, Camera.created_at, Camera.grid_code)
     if grid_code is not None:
         query = query.where(Camera.grid_code.in_(subtree_query(grid_code)))
     if visible is not None:
@@ -231,34 +360,78 @@ def _at(day: date) -> datetime:
 def _online_per_camera(
     session: Session, only: CTE | None, cams: CTE, days: Sequence[date], gaps: Sequence[Gap]
 ) -> Subquery:
-    """(id, name, created_at, online_s) of every camera of ``cams``; ``only``: the cameras
-    the daily rows and transitions are read for (None: all of them, joined at the end —
-    for a whole city a scan beats 20,000 index probes, and a CTE's size is not estimated).
+    """(id, name, created_at, grid_code, online_s, good_s) of every camera of ``cams``;
+    ``only``: the cameras the daily rows and transitions are read for (None: all of them,
+    joined at the end — for a whole city a scan beats 20,000 index probes, and a CTE's size
+    is not estimated).
     """
-    total: ColumnElement[float] = literal(0.0, Float)
-    query = select(cams.c.id, cams.c.name, cams.c.created_at)
+    online: ColumnElement[float] = literal(0.0, Float)
+    good: ColumnElement[float] = literal(0.0, Float)
+    query = select(cams.c.id, cams.c.name, cams.c.created_at, cams.c.grid_code)
     if days:
         daily = _daily_sums(only, days)
         query = query.outerjoin(daily, daily.c.camera_id == cams.c.id)
-        total = total + func.coalesce(daily.c.online_s, 0.0)
+        online = online + func.coalesce(daily.c.online_s, 0.0)
+        good = good + func.coalesce(daily.c.good_s, 0.0)
     if gaps:
-        seg = _segments(session, only, cams, gaps)
-        online = case((seg.c.state == ONLINE, seg.c.length), else_=0.0)
-        raw = (
-            select(seg.c.camera_id, func.sum(online).label("online_s"))
-            .group_by(seg.c.camera_id)
-            .subquery("raw")
-        )
+        raw = _raw_sums(session, only, cams, gaps)
         query = query.outerjoin(raw, raw.c.camera_id == cams.c.id)
-        total = total + func.coalesce(raw.c.online_s, 0.0)
-    return query.add_columns(total.label("online_s")).subquery("online")
+        online = online + func.coalesce(raw.c.online_s, 0.0)
+        good = good + func.coalesce(raw.c.online_s, 0.0) - func.coalesce(raw.c.lost_s, 0.0)
+    return query.add_columns(online.label("online_s"), good.label("good_s")).subquery("online")
+
+
+def _raw_sums(session: Session, only: CTE | None, cams: CTE, gaps: Sequence[Gap]) -> Subquery:
+    """(camera_id, online_s, lost_s) over the gaps, from the transitions: seconds online,
+    and seconds online while the picture was degraded."""
+    states = _segments(session, only, cams, gaps, CameraStateChange).cte("states")
+    pictures = _segments(session, only, cams, gaps, CameraQualityChange).cte("pictures")
+    online = case((states.c.state == ONLINE, states.c.length), else_=0.0)
+    sums = select(states.c.camera_id, func.sum(online).label("online_s")).group_by(
+        states.c.camera_id
+    )
+    lost = _overlap(session, states, ONLINE, pictures, DEGRADED).subquery("lost")
+    return _join_lost(sums.subquery("sums"), lost)
+
+
+def _join_lost(sums: Subquery, lost: Subquery) -> Subquery:
+    return (
+        select(sums.c.camera_id, sums.c.online_s, lost.c.lost_s)
+        .outerjoin_from(sums, lost, lost.c.camera_id == sums.c.camera_id)
+        .subquery("raw")
+    )
+
+
+def _overlap(session: Session, a: CTE, a_state: str, b: CTE, b_state: str) -> Select[str, float]:
+    """Per camera, the seconds its stretches of ``a`` in ``a_state`` overlap its stretches
+    of ``b`` in ``b_state`` (a handful of stretches per camera and period: pairs are few)."""
+    start = case((a.c.start > b.c.start, a.c.start), else_=b.c.start)
+    end = case((a.c.end < b.c.end, a.c.end), else_=b.c.end)
+    return (
+        select(a.c.camera_id, func.sum(_seconds(session, end, start)).label("lost_s"))
+        .join_from(
+            a,
+            b,
+            and_(
+                b.c.camera_id == a.c.camera_id,
+                a.c.state == a_state,
+                b.c.state == b_state,
+                a.c.start < b.c.end,
+                b.c.start < a.c.end,
+            ),
+        )
+        .group_by(a.c.camera_id)
+    )
 
 
 def _daily_sums(only: CTE | None, days: Sequence[date]) -> Subquery:
     d = CameraAvailabilityDay
-    query = select(d.camera_id, func.sum(d.online_s).label("online_s")).where(
-        d.day >= days[0], d.day <= days[-1], *_among(d.camera_id, only)
-    )
+    query = select(
+        d.camera_id,
+        func.sum(d.online_s).label("online_s"),
+        # Days rolled up before pictures were checked (migration 0019): all online was 完好.
+        func.sum(func.coalesce(d.good_s, d.online_s)).label("good_s"),
+    ).where(d.day >= days[0], d.day <= days[-1], *_among(d.camera_id, only))
     if (days[-1] - days[0]).days + 1 != len(days):  # not one run: name them
         query = query.where(d.day.in_(days))
     return query.group_by(d.camera_id).subquery("daily")
@@ -273,14 +446,23 @@ def _among(
     return [] if only is None else [camera_id.in_(select(only.c.id))]
 
 
-def _segments(session: Session, only: CTE | None, cams: CTE, gaps: Sequence[Gap]) -> Subquery:
-    """(camera_id, state, length, changes, last) of each stretch of one state in each gap.
+def _segments(
+    session: Session,
+    only: CTE | None,
+    cams: CTE,
+    gaps: Sequence[Gap],
+    log: type[CameraStateChange | CameraQualityChange] = CameraStateChange,
+) -> Select[Any]:
+    """(camera_id, state, start, end, length, changes, last) of each stretch of one state in
+    each gap, from ``log``: the online/offline transitions or the picture-quality ones.
 
     Per gap and camera: a first stretch from ``scan`` in the state the camera was in then
     (none for a camera without one), then one per transition from ``scan`` on; each ends
     where the next starts, the last at the gap's end; only what lies in the gap counts.
     """
-    log, daily = CameraStateChange, CameraAvailabilityDay
+    daily = CameraAvailabilityDay
+    # The state the day before ended in, from its daily row (NULL: no picture state then).
+    end_state = daily.end_state if log is CameraStateChange else daily.quality_end_state
     gap = (
         values(
             column("gap", Integer),
@@ -289,7 +471,7 @@ def _segments(session: Session, only: CTE | None, cams: CTE, gaps: Sequence[Gap]
             column("scan", UTCDateTime()),
             column("known", Integer),
             column("prev_day", Date()),
-            name="gaps",
+            name=f"gaps_{log.__tablename__}_v",
         )
         .data(
             [
@@ -297,7 +479,7 @@ def _segments(session: Session, only: CTE | None, cams: CTE, gaps: Sequence[Gap]
                 for i, g in enumerate(gaps)
             ]
         )
-        .cte("gaps")
+        .cte(f"gaps_{log.__tablename__}")
     )
     common = (gap.c.g0, gap.c.g1)
     from_days = select(
@@ -306,12 +488,17 @@ def _segments(session: Session, only: CTE | None, cams: CTE, gaps: Sequence[Gap]
         gap.c.scan.label("at"),
         literal(0, Integer).label("ord"),
         literal(0, Integer).label("id"),
-        daily.end_state.label("state"),
+        end_state.label("state"),
         *common,
     ).join_from(
         daily,
         gap,
-        and_(gap.c.known == 1, daily.day == gap.c.prev_day, *_among(daily.camera_id, only)),
+        and_(
+            gap.c.known == 1,
+            daily.day == gap.c.prev_day,
+            end_state.is_not(None),
+            *_among(daily.camera_id, only),
+        ),
     )
     before = (
         select(log.state)
@@ -358,10 +545,12 @@ def _segments(session: Session, only: CTE | None, cams: CTE, gaps: Sequence[Gap]
     return select(
         stretches.c.camera_id,
         stretches.c.state,
+        stretches.c.start,
+        stretches.c.end,
         case((stretches.c.end > stretches.c.start, seconds), else_=0.0).label("length"),
         stretches.c.changes,
         stretches.c.last,
-    ).subquery("seg")
+    )
 
 
 def _seconds(
@@ -390,18 +579,43 @@ def rollup(session: Session, day: date) -> int:
     start = datetime.combine(day, time(), UTC)
     cams = select(Camera.id).cte("cams")
     known = session.get(AvailabilityRollup, day - DAY) is not None
-    seg = _segments(session, cams, cams, [Gap(start, start + DAY, start, known)])
+    gaps = [Gap(start, start + DAY, start, known)]
+    seg = _segments(session, cams, cams, gaps).cte("states")
+    pictures = _segments(session, cams, cams, gaps, CameraQualityChange).cte("pictures")
+    lost = _overlap(session, seg, ONLINE, pictures, DEGRADED).subquery("lost")
+    picture_end = (
+        select(pictures.c.camera_id, pictures.c.state)
+        .where(pictures.c.last == 1)
+        .subquery("picture_end")
+    )
     length = seg.c.length
-    rows = select(
-        seg.c.camera_id,
-        literal(day, Date),
-        func.sum(case((seg.c.state == ONLINE, length), else_=0.0)),
-        func.sum(length),
-        func.sum(seg.c.changes),
-        func.max(case((seg.c.last == 1, seg.c.state))),
-    ).group_by(seg.c.camera_id)
+    online = func.sum(case((seg.c.state == ONLINE, length), else_=0.0))
+    rows = (
+        select(
+            seg.c.camera_id,
+            literal(day, Date),
+            online,
+            online - func.coalesce(func.max(lost.c.lost_s), 0.0),
+            func.sum(length),
+            func.sum(seg.c.changes),
+            func.max(case((seg.c.last == 1, seg.c.state))),
+            func.max(picture_end.c.state),
+        )
+        .outerjoin(lost, lost.c.camera_id == seg.c.camera_id)
+        .outerjoin(picture_end, picture_end.c.camera_id == seg.c.camera_id)
+        .group_by(seg.c.camera_id)
+    )
     session.execute(delete(d).where(d.day == day))
-    columns = ["camera_id", "day", "online_s", "known_s", "changes", "end_state"]
+    columns = [
+        "camera_id",
+        "day",
+        "online_s",
+        "good_s",
+        "known_s",
+        "changes",
+        "end_state",
+        "quality_end_state",
+    ]
     session.execute(insert(d).from_select(columns, rows))
     cameras = int(session.scalar(select(func.count()).where(d.day == day)) or 0)
     session.execute(delete(AvailabilityRollup).where(AvailabilityRollup.day == day))

@@ -31,7 +31,14 @@ from sqlalchemy.orm import Session
 from storage.gb28181 import ChannelView
 from storage.grids import grid_index, subtree_query
 from storage.incidents import BadCursor
-from storage.models import Camera, CameraStateChange, CameraStatus, utcnow
+from storage.models import (
+    Camera,
+    CameraQuality,
+    CameraQualityReference,
+    CameraStateChange,
+    CameraStatus,
+    utcnow,
+)
 
 ONLINE = "online"
 
@@ -74,6 +81,8 @@ class CameraFilter:
     state: str | None = None
     #: A case-insensitive substring of the name, the national ID or the id.
     q: str | None = None
+    #: Only enabled cameras that are not 完好: not online, or online with a degraded picture.
+    problem: bool = False
 
 
 def page_cameras(
@@ -89,8 +98,16 @@ def page_cameras(
     """
     keys = (Camera.created_at, Camera.id) if order == "created" else (Camera.name, Camera.id)
     query = select(Camera).where(*_conditions(f))
-    if f.state is not None:
+    if f.state is not None or f.problem:
         query = query.outerjoin(CameraStatus, CameraStatus.camera_id == Camera.id)
+    if f.problem:
+        query = query.outerjoin(CameraQuality, CameraQuality.camera_id == Camera.id).where(
+            Camera.enabled.is_(True),
+            or_(
+                func.coalesce(CameraStatus.state, "connecting") != ONLINE,
+                CameraQuality.state == "degraded",
+            ),
+        )
     if order == "created":
         query = query.order_by(Camera.created_at.desc(), Camera.id.desc())
     else:
@@ -383,3 +400,25 @@ def online_seconds(
 def national_id(camera: Camera) -> str | None:
     """The camera's national 20-digit ID: as set on it, else its GB/T 28181 channel's."""
     return camera.national_id or (camera.gb28181 or {}).get("channel_id")
+
+
+def health_of(
+    session: Session, camera_ids: Sequence[str]
+) -> dict[str, tuple[CameraStatus | None, CameraQuality | None]]:
+    """Each camera's status row and picture-quality row (either may not exist yet)."""
+    statuses = session.scalars(select(CameraStatus).where(CameraStatus.camera_id.in_(camera_ids)))
+    pictures = session.scalars(select(CameraQuality).where(CameraQuality.camera_id.in_(camera_ids)))
+    by_status = {s.camera_id: s for s in statuses}
+    by_picture = {q.camera_id: q for q in pictures}
+    return {i: (by_status.get(i), by_picture.get(i)) for i in camera_ids}
+
+
+def reference_times(session: Session, camera_ids: Sequence[str]) -> dict[str, datetime]:
+    """When each camera's latest picture reference view was taken (cameras without none)."""
+    ref = CameraQualityReference
+    rows = session.execute(
+        select(ref.camera_id, func.max(ref.learnt_at))
+        .where(ref.camera_id.in_(camera_ids))
+        .group_by(ref.camera_id)
+    )
+    return {camera_id: at for camera_id, at in rows}

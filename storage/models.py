@@ -373,6 +373,11 @@ class CameraAvailabilityDay(Base):
     changes: Mapped[int] = mapped_column(Integer)
     #: Its state when the day ended.
     end_state: Mapped[str] = mapped_column(String(16))
+    #: Seconds of the day online with a usable picture (not ``degraded``): 完好 time; NULL
+    #: on days rolled up before pictures were checked (migration 0019), read as ``online_s``.
+    good_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Its picture-quality state when the day ended (NULL: none known).
+    quality_end_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class AvailabilityRollup(Base):

@@ -24,6 +24,7 @@ __all__ = [
     "QualityOrders",
     "expect_ptz",
     "get_quality",
+    "latest_reference",
     "load_references",
     "quality_orders",
     "record_quality",
@@ -160,6 +161,15 @@ def save_reference(
         )
     else:
         row.data, row.learnt_at = data, learnt_at
+
+
+def latest_reference(session: Session, camera_id: str) -> bytes | None:
+    """The camera's most recently learnt reference view, or ``None``."""
+    ref = CameraQualityReference
+    query = (
+        select(ref.data).where(ref.camera_id == camera_id).order_by(ref.learnt_at.desc()).limit(1)
+    )
+    return session.scalar(query)
 
 
 def load_references(session: Session, camera_id: str) -> list[bytes]:

@@ -11,11 +11,13 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
+import cv2
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from analytics.quality import reference_from_bytes
 from api.deps import CamerasDep, ServicesDep, require
 from api.openapi import BAD_CURSOR, error
 from api.routes.onvif import OnvifRegistration, onvif_snapshot, register_onvif_camera
@@ -53,7 +55,7 @@ from storage.cameras import national_id
 from storage.gb28181 import ChannelView
 from storage.grids import place_camera
 from storage.models import Camera, utcnow
-from storage.quality import get_quality, request_reference
+from storage.quality import get_quality, latest_reference, request_reference
 from storage.tokens import Principal
 
 router = APIRouter(prefix="/cameras", tags=["cameras"])
@@ -642,6 +644,39 @@ def quality_reference(
         audit(session, who.name, "quality_reference", "camera", camera_id)
     cameras.changed()
     return ReferenceRequestOut(requested_at=at)
+
+
+@router.get(
+    "/{camera_id}/quality/reference.jpg",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        404: {"description": "No such camera, or no reference view learnt yet."},
+    },
+)
+async def quality_reference_image(camera_id: str, services: ServicesDep, who: Watcher) -> Response:
+    """The reference view the picture checks compare with (grey, 180 px high): shown beside
+    the current snapshot, it tells whether the camera was turned, covered or defocused."""
+    jpeg = await run_in_threadpool(_reference_jpeg, services, camera_id, who)
+    if jpeg is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"camera {camera_id} has no reference view yet: it is learnt after about a "
+            "minute of healthy picture, or on POST .../quality/reference",
+        )
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+def _reference_jpeg(services: Services, camera_id: str, who: Principal) -> bytes | None:
+    with services.db.session() as session:
+        _camera(session, camera_id, who)
+        stored = latest_reference(session, camera_id)
+    if stored is None:
+        return None
+    ok, jpeg = cv2.imencode(
+        ".jpg", reference_from_bytes(stored).gray, [cv2.IMWRITE_JPEG_QUALITY, 85]
+    )
+    return jpeg.tobytes() if ok else None
 
 
 def _onvif_known(services: Services, camera_id: str, who: Principal) -> bool:

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from analytics.motion import MIN_AREA_MIN
@@ -78,9 +79,54 @@ class CrowdSettings(_In):
     dwell_s: float = Field(default=10, ge=0, le=3600)
 
 
+class ThresholdIn(_In):
+    """When one picture diagnosis is raised and cleared (scores: higher is worse; each
+    kind's unit and default are in docs/contract.md)."""
+
+    raise_at: float = Field(ge=0, le=1000, description="Raised from this score on.")
+    clear_at: float | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Cleared under this score (at most `raise_at`); default: the default "
+        "hysteresis, scaled to `raise_at`.",
+    )
+    hold_s: float | None = Field(
+        default=None, ge=0, le=3600, description="Seconds over `raise_at` before raising."
+    )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> ThresholdIn:
+        if self.clear_at is not None and self.clear_at > self.raise_at:
+            raise ValueError(f"clear_at ({self.clear_at}) must be <= raise_at ({self.raise_at})")
+        return self
+
+
+class QualityThresholdsIn(_In):
+    black: ThresholdIn | None = None
+    frozen: ThresholdIn | None = None
+    blur: ThresholdIn | None = None
+    occlusion: ThresholdIn | None = None
+    displaced: ThresholdIn | None = None
+    color_cast: ThresholdIn | None = None
+    noise: ThresholdIn | None = None
+    brightness: ThresholdIn | None = None
+
+
+class QualitySettingsIn(_In):
+    """The camera's picture checks (视频质量诊断); what is not given takes the defaults."""
+
+    enabled: bool = True
+    thresholds: QualityThresholdsIn = QualityThresholdsIn()
+    tamper_incidents: bool | None = Field(
+        default=None, description="Open `tamper` incidents (default: the installation's)."
+    )
+
+
 class AnalyticsIn(_In):
     motion: MotionSettings = MotionSettings()
     crowd: CrowdSettings = CrowdSettings()
+    quality: QualitySettingsIn = QualitySettingsIn()
 
 
 class RecordingIn(_In):
