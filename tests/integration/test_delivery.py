@@ -465,22 +465,25 @@ async def test_webhooks_follow_307_only_to_the_same_host(
 class Service:
     """``python -m cli.main serve`` on a fixed port, started and SIGKILLed by the test."""
 
-    def __init__(self, tmp: Path, db_url: str) -> None:
+    def __init__(self, tmp: Path, db_url: str, role: str = "all", name: str = "service") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.role = role
+        self.data_dir = tmp / ("data" if name == "service" else f"data-{name}")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("XUELIANG_")} | {
-            "XUELIANG_DATA_DIR": str(tmp / "data"),
+            "XUELIANG_DATA_DIR": str(self.data_dir),
             "XUELIANG_DATABASE__URL": db_url,
             "XUELIANG_AUTH__BOOTSTRAP_TOKEN": TOKEN,
             "XUELIANG_MQTT__URL": MQTT_URL,
         }
-        self.log = tmp / "service.log"
+        self.log = tmp / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        command = [sys.executable, "-m", "cli.main", "serve", "--port", str(self.port)]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "serve", "--port", str(self.port)],
+                [*command, "--role", self.role],
                 cwd=REPO,
                 env=self.env,
                 stdout=out,

@@ -85,7 +85,7 @@ class Monitor(threading.Thread):
     def __init__(
         self,
         pid: Callable[[], int | None],
-        progress: Callable[[float], str],
+        progress: Callable[[float], str] | None,
         t0: float,
     ) -> None:
         super().__init__(name="soak-monitor", daemon=True)
@@ -98,7 +98,7 @@ class Monitor(threading.Thread):
         while not self._halt.wait(max(0.0, self._t0 + n * SAMPLE_S - time.monotonic())):
             try:
                 self._sample()
-                if n % 4 == 2:  # mid-minute: not at the RTSP kills, which fall on minutes
+                if n % 4 == 2 and self._progress is not None:  # mid-minute: not at RTSP kills
                     self._report()
             except Exception:  # the monitor must outlive any surprise; say what it was
                 log.exception("monitor")
@@ -121,6 +121,7 @@ class Monitor(threading.Thread):
 
     def _report(self) -> None:
         t = time.monotonic() - self._t0
+        assert self._progress is not None
         try:
             line = self._progress(t)
         except (httpx.HTTPError, OSError) as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from bench.common import machine, rounded
 from tests.conftest import REPO, fresh_pg_database
 from tests.integration.test_delivery import TOKEN
 from tests.soak import checks
+from tests.soak.city import CityPeers, Owners, city_peers
 from tests.soak.peers import HOOK, MOUNT, Peers, peers, subscribe
 from tests.soak.probe import Monitor, all_events, all_incidents, api_get, spooled
 from tests.soak.schedule import schedule
@@ -40,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     _logging()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="xl-soak-"))
     log.info("workdir %s; machine %s", workdir, machine())
-    with _database(args.postgres, workdir) as db_url:
-        summary = run(args, workdir, db_url)
+    if args.city:  # a PostgreSQL of its own (city_peers)
+        summary = run(args, workdir, "")
+    else:
+        with _database(args.postgres, workdir) as db_url:
+            summary = run(args, workdir, db_url)
     print(json.dumps(rounded(summary), separators=(",", ":")))
     if summary["ok"] and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -64,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=30.0, help="length of the run")
     p.add_argument("--cameras", type=int, default=16, help="number of cameras")
     p.add_argument("--postgres", action="store_true", help="a fresh PostgreSQL database")
+    p.add_argument(
+        "--city",
+        action="store_true",
+        help="the city stack: an API node and two workers on a PostgreSQL of its own, S3; "
+        "a worker SIGKILLed and PostgreSQL restarted",
+    )
     p.add_argument("--workdir", help="where to keep data and logs (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the workdir even on success")
     return p
@@ -82,16 +93,21 @@ def _database(postgres: bool, workdir: Path) -> Iterator[str]:
 def run(args: argparse.Namespace, workdir: Path, db_url: str) -> dict[str, Any]:
     total_s = args.minutes * 60
     load_start = os.getloadavg()
-    with peers(workdir, db_url, CACHE) as p:
+    started = city_peers(workdir, CACHE) if args.city else peers(workdir, db_url, CACHE)
+    with started as p:
         start_seq = int(api_get(p.api, "/api/v1/events", after=0, limit=1000)["last_seq"])
         subscribe(p.api, p.receiver)
         cameras = _add_cameras(p, args.cameras)
         t0 = time.monotonic()
         seen = [start_seq]  # the newest seq the progress lines have seen
-        monitor = Monitor(p.service_pid, lambda t: _progress(p, workdir, cameras, seen), t0)
-        monitor.start()
-        harness_errors = _disrupt(p, t0, total_s)
-        monitor.stop()
+        monitors = _monitors(p, workdir, cameras, seen, t0)
+        owners = Owners(p.workers, cameras) if isinstance(p, CityPeers) else None
+        watchers: list[Monitor | Owners] = [*monitors.values(), *([owners] if owners else [])]
+        for w in watchers:
+            w.start()
+        harness_errors = _disrupt(p, t0, total_s, args.city)
+        for w in watchers:
+            w.stop()
         load_end = os.getloadavg()
         log.info("schedule done (%s); settling", p.counts)
         p.all_up()
@@ -100,15 +116,22 @@ def run(args: argparse.Namespace, workdir: Path, db_url: str) -> dict[str, Any]:
         incidents, events = all_incidents(p.api), all_events(p.api)
         objects = _objects(p)
         delivered = [d for d in list(p.receiver.delivered) if d.path == HOOK]
+    window = min(300.0, total_s / 4)
     results = {
         "clips": checks.clips(incidents, objects, events, p.kills, args.cameras),
         "events": checks.deliveries(delivered, events, start_seq),
         "removal": checks.after_delete(incidents, deleted, DELETE_GRACE_S),
-        "resources": checks.resources(monitor.samples, total_s, min(300.0, total_s / 4)),
+        **{
+            ("resources" if name == "service" else f"resources_{name}"): checks.resources(
+                m.samples, total_s, window
+            )
+            for name, m in monitors.items()
+        },
+        **({"ownership": owners.result()} if owners else {}),
     }
     failures = [f"{name}: {f}" for name, r in results.items() for f in r.failures]
     failures += harness_errors + ([] if settled else ["did not settle within the time allowed"])
-    rows = checks.by_minute(monitor.samples)
+    rows = checks.by_minute(monitors["service"].samples)
     _print_curves(rows)
     for failure in failures[:50]:
         log.error("FAILED %s", failure)
@@ -116,7 +139,8 @@ def run(args: argparse.Namespace, workdir: Path, db_url: str) -> dict[str, Any]:
         "ok": not failures,
         "minutes": args.minutes,
         "cameras": args.cameras,
-        "database": "postgresql" if args.postgres else "sqlite",
+        "database": "postgresql" if args.postgres or args.city else "sqlite",
+        "stack": "city: api + 2 workers, own PostgreSQL, S3" if args.city else "one process",
         "disruptions": p.counts,
         "load": {"start": load_start, "end": load_end},
         **{name: r.numbers for name, r in results.items()},
@@ -124,6 +148,19 @@ def run(args: argparse.Namespace, workdir: Path, db_url: str) -> dict[str, Any]:
         "failures": failures[:50],
         "failure_count": len(failures),
     }
+
+
+def _monitors(
+    p: Peers, workdir: Path, cameras: list[str], seen: list[int], t0: float
+) -> dict[str, Monitor]:
+    """A resource monitor per process: the service (the API node on the city stack, which
+    also prints the progress lines) and each worker."""
+    found = {"service": Monitor(p.service_pid, lambda t: _progress(p, workdir, cameras, seen), t0)}
+    if isinstance(p, CityPeers):
+        for i, _worker in enumerate(p.workers):
+            name = f"worker{i}"
+            found[name] = Monitor(functools.partial(_pid, p, name), None, t0)
+    return found
 
 
 def _add_cameras(p: Peers, count: int) -> list[str]:
@@ -139,10 +176,10 @@ def _add_cameras(p: Peers, count: int) -> list[str]:
     return ids
 
 
-def _disrupt(p: Peers, t0: float, total_s: float) -> list[str]:
+def _disrupt(p: Peers, t0: float, total_s: float, city: bool) -> list[str]:
     """Carry out the schedule in real time; return what could not be done."""
     errors = []
-    for step in schedule(total_s):
+    for step in schedule(total_s, city):
         time.sleep(max(0.0, t0 + step.at_s - time.monotonic()))
         try:
             p.do(step.action)
@@ -166,8 +203,17 @@ def _progress(p: Peers, workdir: Path, cameras: list[str], seen: list[int]) -> s
     received = len(set(p.receiver.seqs(HOOK)))
     return (
         f"online {online}/{len(cameras)} | incidents {len(incidents)} {states} | "
-        f"spool {spooled(workdir / 'data')} | events {seen[0]} received {received}"
+        f"spool {_spooled(p, workdir)} | events {seen[0]} received {received}"
     )
+
+
+def _pid(p: CityPeers, name: str) -> int | None:
+    return p.pids()[name]
+
+
+def _spooled(p: Peers, workdir: Path) -> int:
+    dirs = p.data_dirs if isinstance(p, CityPeers) else [workdir / "data"]
+    return sum(spooled(d) for d in dirs)
 
 
 def _delete_cameras(p: Peers, cameras: list[str]) -> dict[str, datetime]:
@@ -205,10 +251,10 @@ def _settled(p: Peers, workdir: Path, start_seq: int) -> bool:
     log.info(
         "settling: %d incidents pending, %d spooled, %d events undelivered",
         len(pending),
-        spooled(workdir / "data"),
+        _spooled(p, workdir),
         len(missing),
     )
-    return not pending and not spooled(workdir / "data") and not missing
+    return not pending and not _spooled(p, workdir) and not missing
 
 
 def _objects(p: Peers) -> dict[str, checks.StoredObject]:

@@ -5,6 +5,10 @@ seconds), S3 is stopped for a minute at ~10 and ~20 minutes, the service is SIGK
 at ~16.5 minutes (just after the half, so it does not coincide with an RTSP kill) and
 started again, and the webhook receiver flaps all along: in every 2.5-minute cycle it is
 down (port closed) for 45 s, then answers 500 for ~22 s, then is up.
+
+On the city stack (``city=True``) a worker is SIGKILLed instead of the service, at the same
+time, and started again after the lease; PostgreSQL is restarted at ~25 minutes (away from
+the other disruptions).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass
 
 RTSP_DOWN_S = 5.0
 SERVICE_DOWN_S = 3.0
+#: A killed worker stays down longer than the camera lease: its cameras move to the other.
+WORKER_DOWN_S = 30.0
 S3_OUTAGE_S = 60.0
 
 
@@ -24,10 +30,21 @@ class Step:
     action: str  # "<peer>.<verb>": rtsp.kill, rtsp.start, s3.stop, s3.start, ...
 
 
-def schedule(total_s: float) -> list[Step]:
+def schedule(total_s: float, city: bool = False) -> list[Step]:
     """Every disruption of a run lasting ``total_s`` seconds, in time order."""
-    steps = _rtsp(total_s) + _s3(total_s) + _service(total_s) + _receiver(total_s)
+    steps = _rtsp(total_s) + _s3(total_s) + _receiver(total_s)
+    steps += _city(total_s) if city else _service(total_s)
     return sorted(steps)
+
+
+def _city(total_s: float) -> list[Step]:
+    kill = total_s / 2 + total_s / 20
+    restart = 0.8 * total_s + total_s / 40
+    return [
+        Step(kill, "worker.kill"),
+        Step(kill + WORKER_DOWN_S, "worker.start"),
+        Step(restart, "postgres.restart"),
+    ]
 
 
 def _rtsp(total_s: float) -> list[Step]:
