@@ -47,7 +47,8 @@ unit: $(VENV)/.installed
 	$(BIN)/pytest -q tests/unit
 
 # The soak test (issue #10; not part of `make test`): 30 minutes, 16 cameras, outages and a
-# killed service; docs/soak.md. `make soak SOAK_ARGS="--minutes 4 --cameras 4"` for a short run.
+# killed service; docs/soak.md. `make soak SOAK_ARGS="--minutes 4 --cameras 4"` for a short run,
+# `SOAK_ARGS=--city` on the city stack (API node, two workers, own PostgreSQL, S3; issue #19).
 SOAK_ARGS ?=
 soak: $(VENV)/.installed
 	@scripts/apt-ensure $(TEST_PKGS)

@@ -9,13 +9,15 @@ Run: ``.venv/bin/python bench/bench_availability.py [--cameras 20000] [--days 30
    counties, 80 towns, 900 communities, 18,174 grids (codes only, no boundaries); the
    cameras spread over the grids in order, so a county holds an eighth of them; per camera
    and day two outages (offline, back online 1–31 minutes later: 4 transitions), every
-   20th camera flapping 12 times a day. Dropped at the end.
+   20th camera flapping 12 times a day; every 5th camera's picture degraded once a day
+   for 10–70 minutes (the picture-quality log, for 完好 time). Dropped at the end.
 2. Every finished day rolled up (``storage.retention.roll_up``, what the retention worker
    does each sweep), timed.
 3. The report over the last ``--days`` days (both ends partial days, read from the
    transitions; the days between from the daily rows): the median of ``--repeat`` calls
    of ``storage.availability.report`` for the whole city (per camera, and totals only), a
-   county's subtree and one camera; then once each through the HTTP route
+   county's subtree, one camera, and the rate per county (``grid_report``: the health
+   page's table); then once each through the HTTP route
    (``GET /api/v1/cameras/availability``, FastAPI's TestClient, an ``api``-role app).
 
 Targets: city ≤ 2 s, county ≤ 300 ms, one camera ≤ 50 ms. Prints a table and one JSON line.
@@ -50,7 +52,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request oth
 #: Grids per level of the hierarchy, city to grid (a city of Zhejiang's size).
 LEVELS = (("city", 1), ("county", 8), ("town", 80), ("community", 900), ("grid", 18174))
 TOKEN = "xl_bench_availability_token_000000000001"
-TARGETS_S = {"city": 2.0, "city totals": 2.0, "county": 0.3, "camera": 0.05}
+TARGETS_S = {"city": 2.0, "city totals": 2.0, "county": 0.3, "camera": 0.05, "per county": 2.0}
 
 GRIDS_FILL = """
 INSERT INTO grids (code, name, level, parent_code, created_at, updated_at)
@@ -95,6 +97,22 @@ SELECT camera_id, state, at FROM (
     WHERE s.at < %(now)s
 ) AS t
 ORDER BY at
+"""
+
+QUALITY_FILL = """
+INSERT INTO camera_quality_log (camera_id, state, at)
+SELECT 'cam_' || lpad(c::text, 8, '0'), s.state, s.at
+FROM generate_series(0, %(cameras)s - 1, 5) AS c
+CROSS JOIN generate_series(0, %(days)s - 1) AS d
+CROSS JOIN LATERAL (
+    SELECT %(start)s + d * interval '1 day' + random() * interval '22 hours' AS bad_at,
+           interval '10 minutes' + random() * interval '60 minutes' AS bad
+) AS o
+CROSS JOIN LATERAL (
+    VALUES ('degraded', o.bad_at), ('ok', o.bad_at + o.bad)
+) AS s(state, at)
+WHERE s.at < %(now)s
+ORDER BY s.at
 """
 
 
@@ -144,9 +162,10 @@ def populate(
     conn.execute("SET maintenance_work_mem = '256MB'")
     conn.execute("SELECT setseed(0.42)")
     conn.execute(TRANSITIONS_FILL, common)
+    conn.execute(QUALITY_FILL, common)
     for _, definition in indexes:
         conn.execute(definition.encode())
-    for table in ("grids", "cameras", "camera_state_log"):
+    for table in ("grids", "cameras", "camera_state_log", "camera_quality_log"):
         conn.execute(f"VACUUM ANALYZE {table}".encode())
     transitions = conn.execute("SELECT count(*) FROM camera_state_log").fetchone()
     ids = [f"cam_{i:08d}" for i in range(0, cameras, max(1, cameras // 50))]
@@ -195,11 +214,17 @@ def time_storage(url: str, city: City, repeat: int) -> dict[str, float]:
         "county": run(grid_code=city.counties[3]),
         "camera": run(camera_ids=[city.camera_ids[7]]),
     }
+
+    def per_county() -> object:
+        with db.session() as session:
+            return availability.grid_report(session, since, until, parent_code="city_0")
+
+    calls["per county"] = per_county
     try:
         with db.session() as session:
             check = availability.report(session, since, until, grid_code=city.counties[3])
         county = f"{city.counties[3]}: {check.camera_count} cameras"
-        print(f"{county}, availability {check.total_ratio:.4f}")
+        print(f"{county}, availability {check.total_ratio:.4f}, 完好率 {check.good_ratio:.4f}")
         return {name: median_s(call, repeat)[0] for name, call in calls.items()}
     finally:
         db.dispose()
