@@ -4,15 +4,16 @@
 // stream read with fetch() (EventSource cannot send an Authorization header).
 //
 // This entry module routes and starts; the rest is one module per view (login.js,
-// queue.js, incident.js, cases.js, wall.js, camera.js, map.js, grids.js for the side bar)
-// on shared ones (api.js, dom.js, state.js, live.js, evidence.js, i18n.js). The service
-// worker sw.js only adds the token to evidence requests.
+// queue.js, incident.js, cases.js, wall.js, camera.js, map.js, health.js, grids.js for the
+// side bar) on shared ones (api.js, dom.js, state.js, live.js, evidence.js, i18n.js).
+// The service worker sw.js only adds the token to evidence requests.
 
 import { logout, setLive } from "./api.js";
 import { renderCamera } from "./camera.js";
 import { renderCase, renderCases } from "./cases.js";
 import { h, main } from "./dom.js";
 import { renderGridTree } from "./grids.js";
+import { renderHealth } from "./health.js";
 import { LANGUAGES, lang, setLang, translate } from "./i18n.js";
 import { renderIncident } from "./incident.js";
 import { afterLogin, renderLogin } from "./login.js";
@@ -38,6 +39,7 @@ function route() {
   else if (section === "cases") state.view = id ? renderCase(id) : renderCases();
   else if (section === "cameras") state.view = id ? renderCamera(id) : renderWall();
   else if (section === "map") state.view = renderMap();
+  else if (section === "health") state.view = renderHealth();
   else {
     location.hash = "#/incidents";
     return;

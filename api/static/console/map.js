@@ -3,7 +3,8 @@
 // their camera. Clicking a grid selects it as the tree does (the queue and the wall follow);
 // clicking a camera opens its page. Base tiles are optional (console.map_tiles_url, read
 // from config.json): without them everything is drawn on a plain background, fitted to the
-// grids.
+// grids. The health page (health.js) draws the same map (startMap) without incident pins,
+// its grids coloured by 完好率 (paintHealth), picking a grid drilling down.
 //
 // Leaflet (vendor/leaflet, BSD-2-Clause) is loaded on first use. It gets elements, never
 // strings, for tooltips and popups (it would parse a string as HTML: grid names are
@@ -30,6 +31,12 @@ import { state } from "./state.js";
  */
 /** @typedef {{tiles: {url: string, subdomains: string} | null, attribution: string | null}} MapConfig */
 /** @typedef {{grids: MapGrid[], cameras: MapCamera[], token: string | null, at: number}} Loaded */
+/**
+ * What a map shows besides grids and cameras. incidents: the open incidents' pins (and
+ * their count in the summary), true by default; rerender: picking a grid re-renders the
+ * view (the health page drills down), false by default (the map only highlights it).
+ * @typedef {{incidents?: boolean, rerender?: boolean}} MapOptions
+ */
 /** @typedef {{marker: L.Marker, count: HTMLElement}} Pin */
 
 export const LEVELS = ["city", "county", "town", "community", "grid"];
@@ -61,46 +68,61 @@ let lastView = null;
 
 /** @returns {View} */
 export function renderMap() {
-  const box = h("div", { class: "map", id: "map", role: "region", "aria-label": t("map.title"), dataset: { ready: "0" } });
-  const parts = {
-    box,
-    selection: h("div", { class: "map-selection", id: "map-selection" }),
-    summary: h("p", { class: "hint", id: "map-summary" }, t("map.loading")),
-    credit: h("p", { class: "hint map-credit", hidden: true }),
-  };
+  const parts = mapParts("map", t("map.title"));
   show(
     h("div", { class: "title-row" }, h("h1", {}, t("map.title")), parts.selection),
-    box,
+    parts.box,
     h("div", { class: "map-foot" }, legend(), parts.summary, parts.credit),
   );
   const abort = new AbortController();
   /** @type {MapView | null} */
   let view = null;
-  start(parts, abort.signal)
-    .then((started) => (abort.signal.aborted ? started.dispose() : (view = started)))
-    .catch((err) => abort.signal.aborted || parts.summary.replaceWith(errorBox(err)));
+  startMap(parts, abort.signal).then((started) => (view = started), () => {});
   return {
     onEvent: (event) => view?.onEvent(event),
-    cleanup() {
-      abort.abort();
-      view?.dispose();
-    },
+    cleanup: () => abort.abort(), // disposes of the map
   };
 }
 
 /**
+ * The elements a map is drawn in (ids: id, id-selection, id-summary), for the page to place.
+ * @param {string} id
+ * @param {string} label the map's accessible name
+ * @returns {Parts}
+ */
+export function mapParts(id, label) {
+  return {
+    box: h("div", { class: "map", id, role: "region", "aria-label": label, dataset: { ready: "0" } }),
+    selection: h("div", { class: "map-selection", id: `${id}-selection` }),
+    summary: h("p", { class: "hint", id: `${id}-summary` }, t("map.loading")),
+    credit: h("p", { class: "hint map-credit", hidden: true }),
+  };
+}
+
+/**
+ * Load and draw a map into parts.box; an error replaces parts.summary. Aborting the signal
+ * disposes of it (also when it aborts while loading); the promise then rejects.
  * @param {Parts} parts
  * @param {AbortSignal} signal
+ * @param {MapOptions} [options]
+ * @returns {Promise<MapView>}
  */
-async function start(parts, signal) {
-  const [leaflet, config, data, open] = await Promise.all([
-    loadLeaflet(),
-    loadConfig(),
-    loadData(signal),
-    loadOpenIncidents(signal),
-  ]);
-  signal.throwIfAborted();
-  return new MapView(leaflet, parts, config, data, open, signal);
+export async function startMap(parts, signal, options = {}) {
+  try {
+    const [leaflet, config, data, open] = await Promise.all([
+      loadLeaflet(),
+      loadConfig(),
+      loadData(signal),
+      options.incidents === false ? { items: [], capped: false } : loadOpenIncidents(signal),
+    ]);
+    signal.throwIfAborted();
+    const view = new MapView(leaflet, parts, config, data, open, signal, options);
+    signal.addEventListener("abort", () => view.dispose());
+    return view;
+  } catch (err) {
+    if (!signal.aborted) parts.summary.replaceWith(errorBox(err));
+    throw err;
+  }
 }
 
 /** @typedef {{box: HTMLElement, selection: HTMLElement, summary: HTMLElement, credit: HTMLElement}} Parts */
@@ -182,7 +204,7 @@ async function collect(path, query, maxPages, signal) {
 
 // -- The map -----------------------------------------------------------------------------
 
-class MapView {
+export class MapView {
   /**
    * @param {typeof L} leaflet
    * @param {Parts} parts
@@ -190,10 +212,12 @@ class MapView {
    * @param {Loaded} data
    * @param {{items: Incident[], capped: boolean}} open
    * @param {AbortSignal} signal
+   * @param {MapOptions} options
    */
-  constructor(leaflet, parts, config, data, open, signal) {
+  constructor(leaflet, parts, config, data, open, signal, options) {
     this.L = leaflet;
     this.parts = parts;
+    this.options = options;
     this.grids = data.grids;
     this.signal = signal;
     this.capped = open.capped;
@@ -312,9 +336,14 @@ class MapView {
     return all;
   }
 
-  /** Select a grid (null: all) for the queue and the wall, as the tree does; stay here.
+  /** Select a grid (null: all) for the queue and the wall, as the tree does; stay here,
+   *  or (options.rerender) render the view again for it, once Leaflet's click is handled.
    *  @param {string | null} code */
   pick(code) {
+    if (this.options.rerender) {
+      setTimeout(() => selectGrid(code, true, this.grids));
+      return;
+    }
     selectGrid(code, false, this.grids);
     this.highlight();
   }
@@ -322,7 +351,20 @@ class MapView {
   /** No grid selected, the whole city in view. */
   showAll() {
     this.pick(null);
-    this.fitTo(this.bounds());
+    if (!this.options.rerender) this.fitTo(this.bounds());
+  }
+
+  /**
+   * Colour grids by health (health.js): data-health on their paths (map.css colours it),
+   * removed from every grid not in levels.
+   * @param {Map<string, string>} levels grid code → "good" | "fair" | "poor" | "none"
+   */
+  paintHealth(levels) {
+    for (const [code, polygon] of this.polygons) {
+      const el = polygon.getElement();
+      if (levels.has(code)) el.dataset.health = levels.get(code);
+      else delete el.dataset.health;
+    }
   }
 
   highlight() {
@@ -342,6 +384,7 @@ class MapView {
   }
 
   showSummary() {
+    if (this.options.incidents === false) return; // the page says what the map shows
     const open = [...this.open.values()].reduce((n, incidents) => n + incidents.size, 0);
     const text = t("map.summary", { placed: this.cameras.size, unplaced: this.unplaced, open });
     this.parts.summary.textContent = this.capped ? `${text} (${t("map.capped")})` : text;
@@ -517,11 +560,27 @@ async function inParallel(items, limit, fn) {
 
 /** What the colours and lines mean. */
 function legend() {
-  /** @param {string} kind @param {string} text */
-  const item = (kind, text) => h("li", {}, h("span", { class: `swatch ${kind}`, "aria-hidden": "true" }), text);
-  return h("ul", { class: "map-legend", "aria-label": t("map.legend") },
-    LEVELS.map((level) => item(`level-${level}`, t(`map.level.${level}`))),
-    CAMERA_STATES.map((value) => item(`camera-${value}`, stateText(value))),
-    item("pin", t("map.incidents")),
+  return mapLegend(
+    LEVELS.map((level) => legendItem(`level-${level}`, t(`map.level.${level}`))),
+    cameraLegend(),
+    legendItem("pin", t("map.incidents")),
   );
+}
+
+/** A map legend of these items.
+ *  @param {...(HTMLLIElement | HTMLLIElement[])} items */
+export function mapLegend(...items) {
+  return h("ul", { class: "map-legend", "aria-label": t("map.legend") }, ...items);
+}
+
+/** One legend entry: a swatch (class "swatch {kind}", map.css draws it) and its meaning.
+ *  @param {string} kind
+ *  @param {string} text */
+export function legendItem(kind, text) {
+  return h("li", {}, h("span", { class: `swatch ${kind}`, "aria-hidden": "true" }), text);
+}
+
+/** The camera markers' states. */
+export function cameraLegend() {
+  return CAMERA_STATES.map((value) => legendItem(`camera-${value}`, stateText(value)));
 }
