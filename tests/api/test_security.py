@@ -691,6 +691,16 @@ def test_addresses_are_counted_per_host_or_ipv6_64(host: str, key: str) -> None:
     assert client_key({"client": (host, 1)}) == key
 
 
+def test_trusted_proxies_are_addresses_or_networks_and_none_by_default() -> None:
+    assert Settings().server.trusted_proxies == ()  # X-Forwarded-For believed from nobody
+    env = {"XUELIANG_SERVER__TRUSTED_PROXIES": "10.0.0.5, 192.168.0.0/24,::1"}
+    proxies = load_settings(environ=env).server.trusted_proxies
+    assert proxies == ("10.0.0.5", "192.168.0.0/24", "::1")
+    with pytest.raises(ConfigError, match="trusted_proxies") as err:
+        load_settings(environ={"XUELIANG_SERVER__TRUSTED_PROXIES": "nginx.local"})
+    assert "not an IP address or network" in str(err.value)
+
+
 def test_default_allowance_leaves_room_for_the_route_by_route_auth_test(
     make_settings: Callable[..., Settings],
 ) -> None:
