@@ -153,10 +153,6 @@ def list_tokens(
     return list(session.scalars(_in_state(state, now or utcnow()).order_by(ApiToken.created_at)))
 
 
-def get_token(session: Session, token_id: str) -> ApiToken | None:
-    return session.get(ApiToken, token_id)
-
-
 def _in_state(state: TokenState, now: datetime) -> Select[ApiToken]:
     query = select(ApiToken)
     live = (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now)
