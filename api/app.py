@@ -90,7 +90,7 @@ def create_app(settings: Settings, services: Services | None = None, role: str =
         max_bytes=settings.server.max_body_bytes,
         per_path={f"{API_PREFIX}/grids/import": settings.server.max_import_bytes},
     )
-    install_security(app, settings, API_PREFIX)  # outermost: headers, CORS, rate limits
+    install_security(app, settings)  # outermost: headers, CORS
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -15,10 +16,12 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from api.ratelimit import client_key, count_failure, failure_limit, too_many
 from runtime.live import LiveRouter
 from runtime.process import CameraControl, Process
 from runtime.services import Services
-from storage.tokens import Principal, find_token
+from storage.ratelimit import retry_after
+from storage.tokens import Principal, Refusal, authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer xl_…`")
 
@@ -52,37 +55,57 @@ LiveDep = Annotated[LiveRouter, Depends(get_live)]
 
 
 async def get_principal(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from a bearer token; 401 when missing, unknown or revoked."""
+    """The caller, from a bearer token; 401 when missing, unknown, revoked or expired, 429
+    when this address sent too many wrong tokens (docs/security.md)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing bearer token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    token = credentials.credentials
-    bootstrap = services.settings.auth.bootstrap_token
-    if bootstrap is not None and secrets.compare_digest(
-        token.encode(), bootstrap.get_secret_value().encode()
-    ):
-        return BOOTSTRAP
-    principal = await run_in_threadpool(_find_token, services, token)
-    if principal is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "invalid or revoked token",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    return principal
+    client = client_key(request.scope)
+    found = await run_in_threadpool(_authenticate, services, credentials.credentials, client)
+    if isinstance(found, Principal):
+        return found
+    if isinstance(found, float):
+        raise too_many(found, "too many requests with a wrong token from this address")
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        found.detail,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
 
 
-def _find_token(services: Services, token: str) -> Principal | None:
-    # Looked up on every request, never cached: a revoked token is refused at once on every
-    # node (docs/security.md).
+def _authenticate(services: Services, token: str, client: str) -> Principal | Refusal | float:
+    """The principal, the refusal (counted), or the seconds this address must wait.
+
+    Looked up on every request, never cached: a revoked token is refused at once on every
+    process. The limit comes first, so that once it is reached even the right token gets
+    429 from that address: the answers must not confirm a guess.
+    """
+    limit = failure_limit(services.settings)
+    now = time.time()
     with services.db.session() as session:
-        return find_token(session, token)
+        wait = retry_after(session, limit, client, now)
+        if wait > 0:
+            return wait
+        if _is_bootstrap(services, token):
+            return BOOTSTRAP
+        found = authenticate(session, token)
+    if isinstance(found, Refusal):
+        count_failure(services.db, limit, client, now)
+    return found
+
+
+def _is_bootstrap(services: Services, token: str) -> bool:
+    bootstrap = services.settings.auth.bootstrap_token
+    return bootstrap is not None and secrets.compare_digest(
+        token.encode(), bootstrap.get_secret_value().encode()
+    )
 
 
 def require(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:

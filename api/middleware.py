@@ -1,9 +1,8 @@
 """ASGI middleware: request body cap, HTTP metrics, and the security layer.
 
 The security layer (:func:`install_security`) adds, outermost first: security headers on
-every answer (Content-Security-Policy per kind of page, nosniff, no referrer, no framing),
-CORS for the configured origins only, and per-client-address rate limits on failed
-authentication and on token creation. See docs/security.md.
+every answer (Content-Security-Policy per kind of page, nosniff, no referrer, no framing)
+and CORS for the configured origins only. See docs/security.md.
 """
 
 from __future__ import annotations
@@ -12,11 +11,9 @@ import base64
 import hashlib
 import ipaddress
 import json
-import math
 import re
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
@@ -140,17 +137,13 @@ class HttpMetrics:
 # --- security ---------------------------------------------------------------------------
 
 
-def install_security(app: FastAPI, settings: Settings, api_prefix: str) -> None:
-    """Add the security middleware; call after the others (it must wrap them all)."""
+def install_security(app: FastAPI, settings: Settings) -> None:
+    """Add the security middleware; call after the others (it must wrap them all).
+
+    The rate limits on failed authentication and token creation are not middleware: they
+    are counted where a token is checked or created (``api.deps``, ``api.ratelimit``).
+    """
     sec = settings.security
-    app.add_middleware(
-        AuthRateLimit,
-        api_prefix=api_prefix,
-        failures=ClientLimiter(sec.auth_failures, sec.auth_failures_window_s, sec.tracked_clients),
-        creations=ClientLimiter(
-            sec.token_creations, sec.token_creations_window_s, sec.tracked_clients
-        ),
-    )
     if sec.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -322,115 +315,3 @@ def _merged(raw: Iterable[tuple[bytes, bytes]], extra: dict[str, str]) -> list[t
         if name.encode() not in present:
             headers.append((name.encode(), value.encode()))
     return headers
-
-
-class ClientLimiter:
-    """Token buckets per client address, ``attempts`` deep, refilled over ``window_s``.
-
-    In memory and per process (a cheap guard against guessing at one node, not a quota).
-    At most ``max_clients`` addresses are remembered; the least recently seen go first.
-    """
-
-    def __init__(
-        self,
-        attempts: int,
-        window_s: float,
-        max_clients: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.capacity = float(attempts)
-        self.rate = attempts / window_s  # allowance regained per second
-        self.max_clients = max_clients
-        self.clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def retry_after(self, client: str) -> float:
-        """Seconds until ``client`` may try again; 0 when it may now."""
-        level = self._level(client)
-        return 0.0 if level >= 1 else (1 - level) / self.rate
-
-    def spend(self, client: str) -> None:
-        """Take one attempt from ``client``'s allowance."""
-        self._buckets[client] = (max(self._level(client) - 1, 0.0), self.clock())
-        self._buckets.move_to_end(client)
-        while len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-
-    def _level(self, client: str) -> float:
-        entry = self._buckets.get(client)
-        if entry is None:
-            return self.capacity
-        level, at = entry
-        return min(self.capacity, level + (self.clock() - at) * self.rate)
-
-
-def client_key(scope: Scope) -> str:
-    """The address rate limits count by: the client's IP, or its /64 for IPv6 (one host
-    usually owns a whole /64, and could otherwise hop between its addresses)."""
-    client = scope.get("client")
-    host = client[0] if client else "unknown"
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return str(host)
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
-
-
-class AuthRateLimit:
-    """429 for a client address that sent too many wrong tokens, or created too many.
-
-    Only requests that *carried* a bearer token and got 401 count as failures (a missing
-    token guesses nothing). Once the allowance is spent, every API request from the address
-    gets 429 with ``Retry-After`` until it comes back — also with a valid token, so the
-    answers tell a guesser nothing. Token creations count when they succeed (201).
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        api_prefix: str,
-        failures: ClientLimiter,
-        creations: ClientLimiter,
-    ) -> None:
-        self.app = app
-        self.prefix = api_prefix + "/"
-        self.tokens_path = api_prefix + "/tokens"
-        self.failures = failures
-        self.creations = creations
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
-            await self.app(scope, receive, send)
-            return
-        client = client_key(scope)
-        wait = self.failures.retry_after(client)
-        if wait > 0:
-            await _too_many(send, wait, "too many requests with a wrong token from this address")
-            return
-        creating = scope["method"] == "POST" and scope["path"] == self.tokens_path
-        if creating and (wait := self.creations.retry_after(client)) > 0:
-            await _too_many(send, wait, "too many tokens created from this address")
-            return
-        carried_token = any(name == b"authorization" for name, _ in scope["headers"])
-
-        async def counting(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                code = message["status"]
-                if code == 401 and carried_token:
-                    self.failures.spend(client)
-                elif code == 201 and creating:
-                    self.creations.spend(client)
-            await send(message)
-
-        await self.app(scope, receive, counting)
-
-
-async def _too_many(send: Send, wait_s: float, detail: str) -> None:
-    retry = max(1, math.ceil(wait_s))
-    await _send_json_error(
-        send, 429, f"{detail}; retry in {retry} s", ((b"retry-after", str(retry).encode()),)
-    )

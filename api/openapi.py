@@ -58,7 +58,7 @@ def error(description: str) -> dict[str, Any]:
 BAD_CURSOR = error("`cursor` is not a `next_cursor` this service gave out.")
 
 _UNAUTHORIZED = {
-    "description": "Missing, unknown or revoked bearer token.",
+    "description": "Missing, unknown, revoked or expired bearer token.",
     "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
 }
 _COMMON: dict[str, tuple[Callable[[dict[str, Any]], bool], dict[str, Any]]] = {
@@ -79,11 +79,11 @@ _COMMON: dict[str, tuple[Callable[[dict[str, Any]], bool], dict[str, Any]]] = {
         lambda op: "requestBody" in op,
         {"description": "The request body is larger than the server accepts."},
     ),
-    "429": (  # api.middleware.AuthRateLimit
+    "429": (  # api.ratelimit, counted in the database every process shares
         lambda op: bool(op.get("security")),
         {
-            "description": "Too many wrong tokens (or, on POST /tokens, too many tokens created) "
-            "from this address; retry after `Retry-After` seconds.",
+            "description": "Too many wrong tokens (or, on POST /tokens and rotations, too many "
+            "tokens created) from this address; retry after `Retry-After` seconds.",
             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
         },
     ),

@@ -6,8 +6,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
+from cli.expiry import expiry_arg
 from config.errors import XueliangError
 from config.settings import Settings, load_settings
 from runtime.roles import ROLES
@@ -59,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--name", default="", help="a label shown in audit logs")
     create.add_argument("--grid-scope", default=None, help="limit the token to a grid subtree")
+    create.add_argument(
+        "--expires",
+        type=expiry_arg,
+        default=None,
+        metavar="WHEN",
+        help="a lifetime (90m, 12h, 30d, 3600s), a time (2030-01-31T00:00:00Z) or 'never'; "
+        "default: the role's (auth.<role>_lifetime_s)",
+    )
     create.set_defaults(handler=_token_create)
 
     secrets = sub.add_parser("secrets", help="camera credential keys")
@@ -143,13 +153,23 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _token_create(args: argparse.Namespace) -> int:
     from runtime.services import Services
+    from storage.models import utcnow
     from storage.tokens import create_token
 
-    services = Services.from_settings(_settings(args))
+    settings = _settings(args)
+    now = utcnow()
+    expires_at = (
+        args.expires(now)
+        if args.expires
+        else now + timedelta(seconds=settings.auth.lifetime_s(args.role))
+    )
+    services = Services.from_settings(settings)
     services.db.migrate()
     with services.db.session() as session:
-        token, _ = create_token(session, args.role, args.name, args.grid_scope)
+        token, _ = create_token(session, args.role, args.name, args.grid_scope, expires_at)
     print(token)
+    when = expires_at.isoformat(timespec="seconds") if expires_at else "never"
+    print(f"expires: {when}", file=sys.stderr)  # stdout stays the token alone, for scripts
     return 0
 
 

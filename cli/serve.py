@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import uvicorn
 
@@ -21,7 +22,18 @@ def run_server(settings: Settings, role: str = "all", banner: str | None = None)
     log.info("Xueliang (%s) on http://%s:%d — API docs at /docs", role, host, port)
     if banner:
         print(banner, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    proxies = settings.server.trusted_proxies
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        # X-Forwarded-For/-Proto only from the configured proxies (uvicorn would otherwise
+        # believe any local process): the client address is what rate limits count by.
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=list(proxies) or None,
+    )
     return 0
 
 
@@ -54,8 +66,10 @@ def run_demo(settings: Settings) -> int:
 def _demo_admin_token(services: Services, settings: Settings) -> str:
     if settings.auth.bootstrap_token is not None:
         return settings.auth.bootstrap_token.get_secret_value()
+    from storage.models import utcnow
     from storage.tokens import create_token
 
+    expires_at = utcnow() + timedelta(seconds=settings.auth.lifetime_s("admin"))
     with services.db.session() as session:
-        token, _ = create_token(session, "admin", "demo-admin")
+        token, _ = create_token(session, "admin", "demo-admin", expires_at=expires_at)
     return token

@@ -7,6 +7,7 @@ loaded once at start-up and never mutated; every knob has a description and boun
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +73,41 @@ class AuthSettings(_Section):
         description="An admin token accepted when set (for the first login); at least "
         f"{MIN_BOOTSTRAP_CHARS} characters, since unlike issued tokens a person chooses it.",
     )
+    admin_lifetime_s: int = Field(
+        default=30 * 86400,
+        ge=60,
+        le=10 * 365 * 86400,
+        description="Default lifetime of an admin token (seconds; 30 days): held by people, "
+        "it can do everything, so a forgotten copy should stop working within a month.",
+    )
+    operator_lifetime_s: int = Field(
+        default=30 * 86400,
+        ge=60,
+        le=10 * 365 * 86400,
+        description="Default lifetime of an operator token (seconds; 30 days): a person's "
+        "console login, issued by an admin (there is no password login to renew it daily).",
+    )
+    integrator_lifetime_s: int = Field(
+        default=365 * 86400,
+        ge=60,
+        le=10 * 365 * 86400,
+        description="Default lifetime of an integrator token (seconds; a year): a machine's, "
+        "configured once and renewed with POST /api/v1/tokens/{id}/rotate.",
+    )
+    grid_platform_lifetime_s: int = Field(
+        default=365 * 86400,
+        ge=60,
+        le=10 * 365 * 86400,
+        description="Default lifetime of a grid platform token (seconds; a year): a "
+        "machine's, renewed with POST /api/v1/tokens/{id}/rotate.",
+    )
+    rotation_grace_s: int = Field(
+        default=3600,
+        ge=0,
+        le=7 * 86400,
+        description="How long a rotated token keeps working beside its successor (seconds), "
+        "so every copy of a client can switch without downtime.",
+    )
 
     @field_validator("bootstrap_token")
     @classmethod
@@ -82,6 +118,11 @@ class AuthSettings(_Section):
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
         return token
+
+    def lifetime_s(self, role: str) -> int:
+        """The default lifetime of a new token of ``role``."""
+        lifetime: int = getattr(self, f"{role}_lifetime_s")
+        return lifetime
 
 
 def _comma_list(value: Any) -> Any:
@@ -114,8 +155,9 @@ class SecuritySettings(_Section):
         default=200,
         ge=1,
         le=1_000_000,
-        description="Requests with a wrong or revoked bearer token allowed per client address "
-        "at once; beyond them the address gets 429 with Retry-After on the API (per process).",
+        description="Requests with a wrong, revoked or expired bearer token allowed per client "
+        "address at once, counted across every process of the installation (in the database); "
+        "beyond them the address gets 429 with Retry-After on the API.",
     )
     auth_failures_window_s: float = Field(
         default=600.0,
@@ -127,7 +169,8 @@ class SecuritySettings(_Section):
         default=30,
         ge=1,
         le=1_000_000,
-        description="POST /api/v1/tokens allowed per client address at once (per process).",
+        description="Tokens created (POST /api/v1/tokens, rotations) per client address at "
+        "once, counted across every process of the installation.",
     )
     token_creations_window_s: float = Field(
         default=600.0,
@@ -139,7 +182,8 @@ class SecuritySettings(_Section):
         default=10000,
         ge=100,
         le=10_000_000,
-        description="Client addresses remembered by each rate limit (bounds its memory).",
+        description="Client addresses remembered by each rate limit (bounds its table; the "
+        "least recently counted are forgotten first).",
     )
     cors_origins: tuple[str, ...] = Field(
         default=(),
@@ -351,6 +395,25 @@ class ServerSettings(_Section):
         "reach it (e.g. a camera worker asking the GB/T 28181 endpoint to INVITE); "
         "`http://HOST:PORT` when unset (this machine's name when HOST is 0.0.0.0 or ::).",
     )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        max_length=100,
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (comma-separated in the environment); none by default: "
+        "the client address (what rate limits count by) is the TCP peer's.",
+    )
+
+    _split_proxies = field_validator("trusted_proxies", mode="before")(_comma_list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or network") from None
+        return proxies
 
 
 class GB28181Settings(_Section):

@@ -69,6 +69,22 @@ class ApiToken(Base):
     grid_scope: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    # NULL: never expires (the tokens made before expiry existed, or an admin's choice).
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    # The token that replaced this one (POST /tokens/{id}/rotate): each rotates once.
+    rotated_to: Mapped[str | None] = mapped_column(String(32))
+
+
+class RateLimit(Base):
+    """A token bucket per limit and client address, shared by every process (api.ratelimit)."""
+
+    __tablename__ = "rate_limits"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    level: Mapped[float] = mapped_column(Float)  # attempts left at ``at``
+    at: Mapped[float] = mapped_column(Float, index=True)  # Unix time of the last spend
 
 
 class Event(Base):

@@ -74,12 +74,19 @@ def test_token_create_prints_a_working_token(tmp_path: Path) -> None:
     assert token.startswith("xl_") and len(token) > 40
 
     from storage.db import Database
+    from storage.models import ApiToken, utcnow
     from storage.tokens import find_token
 
     db = Database(f"sqlite:///{tmp_path / 'data' / 'xueliang.db'}")
     with db.session() as session:
         principal = find_token(session, token)
-    assert principal is not None and (principal.role, principal.name) == ("operator", "desk-1")
+        assert principal is not None
+        expires_at = session.get_one(ApiToken, principal.token_id).expires_at
+    assert (principal.role, principal.name) == ("operator", "desk-1")
+    # An operator's token expires after the role's default lifetime (30 days), as printed.
+    assert expires_at is not None
+    assert abs((expires_at - utcnow()).total_seconds() - 30 * 86400) < 120
+    assert f"expires: {expires_at.isoformat(timespec='seconds')}" in result.stderr
 
 
 @pytest.mark.slow

@@ -285,7 +285,7 @@ class Caller:
     No caller without a token is needed: schemathesis' coverage phase sends every
     operation without its ``Authorization`` header too. A wrong token is never sent (the
     caller's replaces any generated one): it would spend the client's allowance of failed
-    authentications (api.middleware.AuthRateLimit) and turn the rest of a run into 429s.
+    authentications (api.ratelimit, in the database) and turn the rest of a run into 429s.
     """
 
     role: str

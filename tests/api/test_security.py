@@ -34,7 +34,7 @@ from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from api.app import create_app
-from api.middleware import ClientLimiter, client_key
+from api.ratelimit import client_key
 from config.errors import ConfigError
 from config.settings import Settings, load_settings
 from runtime.retention import RetentionWorker
@@ -42,7 +42,8 @@ from runtime.services import Services
 from storage.audit import audit
 from storage.db import MIGRATIONS, Database
 from storage.incidents import ArchivedClip, NewIncident, create_incident, mark_archived
-from storage.models import ApiToken, AuditEntry, Base, Camera, utcnow
+from storage.models import ApiToken, AuditEntry, Base, Camera, RateLimit, utcnow
+from storage.ratelimit import Limit, purge, retry_after, spend
 from storage.secrets import (
     SecretBox,
     load_key_file,
@@ -650,20 +651,30 @@ def test_token_creation_is_limited_per_address(make_settings: Callable[..., Sett
         assert len(client.get("/api/v1/tokens", headers=ADMIN).json()) == 2
 
 
-def test_the_allowance_comes_back_and_memory_stays_bounded() -> None:
-    now = [1000.0]
-    limiter = ClientLimiter(attempts=2, window_s=60, max_clients=100, clock=lambda: now[0])
-    limiter.spend("a")
-    limiter.spend("a")
-    assert limiter.retry_after("a") == pytest.approx(30)
-    now[0] += 29
-    assert limiter.retry_after("a") == pytest.approx(1)
-    now[0] += 1
-    assert limiter.retry_after("a") == 0
-    for i in range(250):
-        limiter.spend(f"client-{i}")
-    assert len(limiter._buckets) == 100  # the least recently seen are forgotten
-    assert limiter.retry_after("client-249") == 0 and limiter.retry_after("b") == 0
+def test_the_allowance_comes_back_and_the_table_stays_bounded(db_url: str) -> None:
+    """The buckets in the database refill at the configured rate; full ones are purged and
+    at most ``max_clients`` are kept (the least recently spent forgotten first)."""
+    limit = Limit("t", attempts=2, window_s=60, max_clients=100)
+    db = Database(db_url)
+    db.migrate()
+    try:
+        with db.session() as session:
+            assert spend(session, limit, "a", 1000.0) is True  # a fresh bucket: purge due
+            assert spend(session, limit, "a", 1000.0) is False
+            assert retry_after(session, limit, "a", 1000.0) == pytest.approx(30)
+            assert retry_after(session, limit, "a", 1029.0) == pytest.approx(1)
+            assert retry_after(session, limit, "a", 1030.0) == 0
+            assert retry_after(session, limit, "a", 1999.0) == 0  # full, not beyond
+            for i in range(250):
+                spend(session, limit, f"client-{i}", 1040.0 + i)
+        with db.session() as session:
+            assert purge(session, limit, 1100.0) == 1 + 150  # "a" was full again at 1060
+        with db.session() as session:
+            rows = session.scalars(select(RateLimit.client).where(RateLimit.scope == "t")).all()
+            assert sorted(rows) == sorted(f"client-{i}" for i in range(150, 250))
+            assert retry_after(session, limit, "client-249", 1289.0) == 0
+    finally:
+        db.dispose()
 
 
 @pytest.mark.parametrize(
@@ -678,6 +689,16 @@ def test_the_allowance_comes_back_and_memory_stays_bounded() -> None:
 )
 def test_addresses_are_counted_per_host_or_ipv6_64(host: str, key: str) -> None:
     assert client_key({"client": (host, 1)}) == key
+
+
+def test_trusted_proxies_are_addresses_or_networks_and_none_by_default() -> None:
+    assert Settings().server.trusted_proxies == ()  # X-Forwarded-For believed from nobody
+    env = {"XUELIANG_SERVER__TRUSTED_PROXIES": "10.0.0.5, 192.168.0.0/24,::1"}
+    proxies = load_settings(environ=env).server.trusted_proxies
+    assert proxies == ("10.0.0.5", "192.168.0.0/24", "::1")
+    with pytest.raises(ConfigError, match="trusted_proxies") as err:
+        load_settings(environ={"XUELIANG_SERVER__TRUSTED_PROXIES": "nginx.local"})
+    assert "not an IP address or network" in str(err.value)
 
 
 def test_default_allowance_leaves_room_for_the_route_by_route_auth_test(
