@@ -1,7 +1,7 @@
 """token expiry, rotation, last use; rate limits shared by every process
 
 Revision ID: 0021
-Revises: 0018
+Revises: 0019
 
 Issue #19: tokens get ``expires_at`` (NULL: never — the tokens issued before this revision
 keep working as they did), ``last_used_at`` (written at most once a minute per token) and
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0018"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
