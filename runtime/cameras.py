@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import secrets
@@ -18,6 +19,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -101,6 +103,9 @@ class CameraRuntime:
         self.archiver = archiver
         self.host = socket.gethostname()
         self.worker_id = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
+        #: Whose spool an incident's clip is in: the host and the spool's directory, since
+        #: several workers may share a host (each restarted one judges only its own clips).
+        self.spool_id = spool_identity(self.host, archiver.spool.root)
         self.role = role
         self.lease_s = services.settings.workers.lease_s
         #: Where the other processes reach this one (an ``api`` node forwarding live view).
@@ -213,7 +218,7 @@ class CameraRuntime:
             self.manager.frames(cid),
             recorder,
             self.archiver,
-            self.host,
+            self.spool_id,
             self._detector,
         )
         task = asyncio.create_task(analysis.run(), name=f"analysis-{cid}")
@@ -466,9 +471,18 @@ class CameraRuntime:
         """Clips this host was writing when it last stopped cannot be finished: say so."""
         spooled = {e.incident_id for e in self.archiver.spool.entries()}
         with self.services.tx() as session:
-            failed = fail_lost_clips(session, self.host, spooled)
+            failed = fail_lost_clips(session, self.spool_id, spooled)
         if failed:
             log.warning("%d clip(s) were interrupted by the last stop", failed)
+
+
+def spool_identity(host: str, spool: Path) -> str:
+    """``host:/abs/spool/dir`` (at most 200 characters: a long path is shortened to a hash)."""
+    path = str(spool.resolve())
+    ident = f"{host}:{path}"
+    if len(ident) <= 200:
+        return ident
+    return f"{host[:150]}:sha256:{hashlib.sha256(path.encode()).hexdigest()[:40]}"
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -309,12 +309,14 @@ def recover_clip(session: Session, incident_id: str, last_frame_at: datetime) ->
     return row
 
 
-def fail_lost_clips(session: Session, host: str, spooled: set[str]) -> int:
-    """At start-up: clips this host was writing when it stopped, missing from its spool."""
+def fail_lost_clips(session: Session, spool_id: str, spooled: set[str]) -> int:
+    """At start-up: clips this spool (``host:/dir``, ``runtime.cameras.spool_identity``) was
+    writing when its process stopped, missing from it. Other workers' pending clips, on this
+    host or not, are theirs to finish."""
     query = select(Incident).where(
         Incident.clip_state == "pending",
         Incident.ended_at.is_not(None),
-        Incident.spool_host == host,
+        Incident.spool_host == spool_id,
     )
     return sum(_fail(session, row, None) for row in session.scalars(query) if row.id not in spooled)
 
