@@ -44,6 +44,9 @@ def _chain_pending(session: Session) -> None:
         return  # a savepoint: its entries wait for the outer commit
     pending: list[NewEntry] | None = session.info.pop(_PENDING, None)
     if pending:
+        # The transaction's other changes first: the session flushes them after this hook,
+        # and a row lock waited for while holding the chain's would be a deadlock.
+        session.flush()
         append_entries(session, pending)
 
 
