@@ -143,6 +143,10 @@ TAMPERING = {
         ["UPDATE audit_log SET actor = 'someone else' WHERE position = 4"],
         "position 4 (id {id4}): content does not match its hash",
     ),
+    "changed, its own hash recomputed": (
+        ["UPDATE audit_log SET actor = 'someone else', entry_hash = :rehashed WHERE position = 4"],
+        "position 5 (id {id5}): does not follow the entry before it",
+    ),
     "detail changed": (
         ["UPDATE audit_log SET detail = '{\"n\": 7}' WHERE position = 7"],
         "position 7 (id {id7}): content does not match its hash",
@@ -196,15 +200,25 @@ def test_verify_finds_what_someone_with_database_rights_changed(
     append(db, 10)
     ids = ids_by_position(db)
     assert run_verify(db.url, tmp_path).returncode == 0
-    # "inserted after the head": a forger who computes the hash right but not the head row.
+    # Forgers who compute hashes right: for a row after the head (but not the head row),
+    # for a changed row (but not the rows after it).
     with db.session() as session:
-        last = session.scalars(select(AuditEntry).where(AuditEntry.position == 10)).one()
-        body = entry_body(last.at, last.actor, last.action, last.resource, last.resource_id, {})
-    tamper(db, *statements, forged=link_hash(last.entry_hash or "", 11, body))
+        rows = session.scalars(select(AuditEntry).where(AuditEntry.position.in_([3, 4, 10])))
+        by = {r.position: r for r in rows}
+    last, fourth = by[10], by[4]
+    body = entry_body(last.at, last.actor, *_rest(last))
+    forged = link_hash(last.entry_hash or "", 11, body)
+    body = entry_body(fourth.at, "someone else", *_rest(fourth))
+    rehashed = link_hash(by[3].entry_hash or "", 4, body)
+    tamper(db, *statements, forged=forged, rehashed=rehashed)
     result = run_verify(db.url, tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "audit log FAILED verification" in result.stdout
     assert says.format(**{f"id{p}": i for p, i in ids.items()}) in result.stdout, result.stdout
+
+
+def _rest(row: AuditEntry) -> tuple[str, str, str, dict[str, Any]]:
+    return row.action, row.resource, row.resource_id, row.detail
 
 
 # --- concurrency ------------------------------------------------------------------------------
