@@ -91,7 +91,36 @@ def _parser() -> argparse.ArgumentParser:
     rotate.set_defaults(handler=_secrets_rotate)
     new_key = ssub.add_parser("new-key", help="print a new key for secrets.camera_key")
     new_key.set_defaults(handler=_secrets_new_key)
+
+    audit = sub.add_parser("audit", help="the audit log")
+    asub = audit.add_subparsers(required=True, metavar="ACTION")
+    verify = asub.add_parser(
+        "verify",
+        help="check the audit log's hash chain",
+        description="Walk the audit log's hash chain and report every entry changed, removed "
+        "or inserted since it was written (exit 1); check anchors held outside the database "
+        "(the 'hash' and 'position' of audit.anchor events). Exit 0 when all hold.",
+    )
+    verify.add_argument("--config", type=Path, help="YAML settings file")
+    verify.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        type=_anchor,
+        metavar="HASH@POSITION",
+        help="an audit.anchor event's hash and position; repeatable",
+    )
+    verify.set_defaults(handler=_audit_verify)
     return p
+
+
+def _anchor(text: str) -> object:
+    from storage.audit_chain import Anchor
+
+    try:
+        return Anchor.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
@@ -201,6 +230,12 @@ def _secrets_rotate(args: argparse.Namespace) -> int:
             "them: the old keys are no longer needed"
         )
     return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from cli.audit import run_verify
+
+    return run_verify(_settings(args), args.anchor)
 
 
 if __name__ == "__main__":

@@ -337,6 +337,18 @@ class RetentionSettings(_Section):
     )
 
 
+class AuditSettings(_Section):
+    """The audit log's hash chain (docs/security.md, "The audit log is hash-chained")."""
+
+    anchor_interval_s: float = Field(
+        default=600.0,
+        ge=10,
+        le=86400,
+        description="How often the chain's head is published as an `audit.anchor` event "
+        "(only when it moved), so the grid platform holds copies outside the database.",
+    )
+
+
 class WorkerSettings(_Section):
     lease_s: float = Field(
         default=15.0,
@@ -663,6 +675,7 @@ class Settings(BaseSettings):
     quality: QualitySettings = QualitySettings()
     archive: ArchiveSettings = ArchiveSettings()
     retention: RetentionSettings = RetentionSettings()
+    audit: AuditSettings = AuditSettings()
     workers: WorkerSettings = WorkerSettings()
     delivery: DeliverySettings = DeliverySettings()
     server: ServerSettings = ServerSettings()

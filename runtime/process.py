@@ -27,6 +27,7 @@ from ingest.ring import PacketRing
 from ingest.sources import open_source
 from live.webrtc import LiveService
 from runtime.archiver import Archiver
+from runtime.audit_anchor import AnchorWorker
 from runtime.cameras import CameraRuntime, build_spool
 from runtime.cases import CaseDeadlineWorker
 from runtime.gb28181 import Gb28181
@@ -142,6 +143,7 @@ def build_process(
         DeliveryWorker(services),
         RetentionWorker(services),
         CaseDeadlineWorker(services),
+        AnchorWorker(services),
     ]
     if services.db.dialect == "postgresql":
         # Other processes' events wake this one's SSE streams and delivery at their commit.

@@ -1,7 +1,12 @@
 """Append-only audit log: who read, downloaded or changed what, and when.
 
 Only :func:`audit` writes it, and only by INSERT; the database itself refuses UPDATE and
-DELETE of its rows (triggers of migration 0005; docs/security.md).
+DELETE of its rows (triggers of migration 0005; docs/security.md). Each entry is chained to
+the one before it by its hash (storage/audit_chain.py) when its transaction commits: an
+entry waits in ``session.info`` until then, so the chain's lock is taken last and held only
+while the transaction commits — never while a route is still working, and never before a
+lock the route takes later (no deadlock). An entry recorded in a transaction that rolls
+back is dropped with it.
 """
 
 from __future__ import annotations
@@ -9,10 +14,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from storage.audit_chain import NewEntry, append_entries, normalised
 from storage.models import AuditEntry, utcnow
+
+_PENDING = "xueliang.audit.pending"
 
 
 def audit(
@@ -22,17 +30,29 @@ def audit(
     resource: str,
     resource_id: str,
     detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
 ) -> None:
-    session.add(
-        AuditEntry(
-            at=utcnow(),
-            actor=actor,
-            action=action,
-            resource=resource,
-            resource_id=resource_id,
-            detail=detail or {},
-        )
-    )
+    """Record an entry; it is written, chained, when ``session``'s transaction commits.
+    ``detail`` must be JSON (NaN and infinity are refused: ValueError)."""
+    entry = NewEntry(at or utcnow(), actor, action, resource, resource_id, normalised(detail))
+    session.info.setdefault(_PENDING, []).append(entry)
+
+
+@event.listens_for(Session, "before_commit")
+def _chain_pending(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint: its entries wait for the outer commit
+    pending: list[NewEntry] | None = session.info.pop(_PENDING, None)
+    if pending:
+        # The transaction's other changes first: the session flushes them after this hook,
+        # and a row lock waited for while holding the chain's would be a deadlock.
+        session.flush()
+        append_entries(session, pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def list_audit(

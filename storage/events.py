@@ -35,6 +35,7 @@ EventType = Literal[
     "gb28181.device.online",
     "gb28181.device.offline",
     "gb28181.catalog",
+    "audit.anchor",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 

@@ -107,6 +107,29 @@ class AuditEntry(Base):
     resource: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(String(64), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: The hash chain (storage/audit_chain.py, migration 0020): 1, 2, 3… with no gap, the
+    #: previous entry's hash and this entry's. NULL only in a row written outside the chain.
+    position: Mapped[int | None] = mapped_column(BigInteger, index=True, unique=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    entry_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditChain(Base):
+    """The one row (``id`` 1) that says where the audit chain stands: its head (appends
+    lock this row, so positions stay contiguous), what retention removed, and the last
+    head published as an ``audit.anchor`` event."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    #: Entries up to ``base_position`` were removed by retention; ``base_hash`` is the hash
+    #: of the one at ``base_position`` (the genesis hash when nothing was removed).
+    base_position: Mapped[int] = mapped_column(BigInteger)
+    base_hash: Mapped[str] = mapped_column(String(64))
+    anchored_position: Mapped[int] = mapped_column(BigInteger)
+    anchored_at: Mapped[datetime | None]
 
 
 class Camera(Base):

@@ -12,7 +12,7 @@ the service writes all the time.
 * ``events``: old events go, but never one a subscription (or MQTT) has not delivered yet,
   and never the newest (SQLite would hand its ``seq`` out again).
 * ``audit_log``: rows older than ``audit_days`` (at least 180; the database itself refuses
-  to delete younger ones, migration 0013).
+  to delete younger ones, migration 0013), from the start of the hash chain only.
 * ``camera_availability_daily`` / ``availability_rollups``: days older than
   ``availability_days``.
 
@@ -33,10 +33,9 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Delete
 
 from config.settings import RetentionSettings
-from storage import availability
+from storage import audit_chain, availability
 from storage.grid_models import DeliveryCursor
 from storage.models import (
-    AuditEntry,
     AvailabilityRollup,
     Camera,
     CameraAvailabilityDay,
@@ -164,22 +163,22 @@ def _say_who_holds_events(sessions: Sessions, before: datetime) -> None:
 
 
 def delete_audit(sessions: Sessions, before: datetime, batch: int) -> int:
-    """Delete audit rows older than ``before``. A database role without DELETE on the audit
+    """Delete audit rows older than ``before``, from the start of the hash chain, moving
+    its base along (storage/audit_chain.py). A database role without DELETE on the audit
     log (docs/security.md's recipe) keeps them: said once per sweep, not an error."""
-    oldest = (
-        select(AuditEntry.id)
-        .where(AuditEntry.at < before)
-        .order_by(AuditEntry.id)
-        .limit(batch)
-        .correlate(None)
-    )
-    try:
-        return _in_batches(
-            sessions, lambda: delete(AuditEntry).where(AuditEntry.id.in_(oldest)), batch
-        )
-    except DBAPIError as err:
-        log.warning("audit rows older than %s kept: the database refused (%s)", before, err.orig)
-        return 0
+    removed = 0
+    while True:
+        try:
+            with sessions() as session:
+                count = audit_chain.prune(session, before, batch)
+        except DBAPIError as err:
+            log.warning(
+                "audit rows older than %s kept: the database refused (%s)", before, err.orig
+            )
+            return removed
+        removed += count
+        if count < batch:
+            return removed
 
 
 def delete_availability(sessions: Sessions, before: date) -> int:

@@ -525,8 +525,14 @@ def test_audit_triggers_come_and_go_with_the_migration(db_url: str) -> None:
         with db.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0004")
-        with db.session() as session:
-            audit(session, "op", "read", "clip", "i")
+        with db.session() as session:  # the schema of 0004: no hash chain yet
+            session.execute(
+                text(
+                    "INSERT INTO audit_log (at, actor, action, resource, resource_id, detail) "
+                    "VALUES (:at, 'op', 'read', 'clip', 'i', '{}')"
+                ),
+                {"at": utcnow().replace(tzinfo=None)},
+            )
             session.execute(text("UPDATE audit_log SET actor = 'x'"))  # no trigger now
         db.migrate()
         with pytest.raises(DBAPIError, match="append-only"), db.session() as session:

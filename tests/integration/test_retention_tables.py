@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from config.settings import RetentionSettings
 from storage import availability, retention
+from storage.audit import audit
 from storage.db import Database
 from storage.events import append_event, last_seq, list_events
 from storage.grid_models import DeliveryCursor
@@ -154,9 +155,7 @@ def test_audit_rows_are_kept_six_months(db: Database) -> None:
     with db.session() as session:
         for actor, days in ages.items():
             at = real_now - timedelta(days=days)
-            session.add(
-                AuditEntry(at=at, actor=actor, action="read", resource="clip", resource_id="i")
-            )
+            audit(session, actor, "read", "clip", "i", at=at)
     assert retention.sweep(db.session, SETTINGS, real_now).audit == 2
     with db.session() as session:
         left = session.scalars(select(AuditEntry.actor).order_by(AuditEntry.id)).all()
