@@ -475,6 +475,7 @@ class Service:
             "XUELIANG_DATABASE__URL": db_url,
             "XUELIANG_AUTH__BOOTSTRAP_TOKEN": TOKEN,
             "XUELIANG_MQTT__URL": MQTT_URL,
+            "XUELIANG_EGRESS__ALLOW": "127.0.0.0/8",  # the receiver listens on loopback
         }
         self.log = tmp / "service.log"
         self.proc: subprocess.Popen[bytes] | None = None
