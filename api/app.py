@@ -38,6 +38,7 @@ from api.routes import (
 )
 from config.errors import XueliangError
 from config.settings import Settings
+from ingest.egress import EgressRefused
 from runtime.process import ROLES, build_process
 from runtime.services import Services
 from storage.cases import CaseClosed
@@ -147,6 +148,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def domain(_: Request, err: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=422)
 
+    async def egress_refused(_: Request, err: Exception) -> JSONResponse:
+        # Shaped like a validation error: the field that named the refused host.
+        assert isinstance(err, EgressRefused)
+        loc = ["body", *err.field.split(".")]
+        detail = [{"loc": loc, "msg": str(err), "type": "egress_refused"}]
+        return JSONResponse({"detail": detail}, status_code=422)
+
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(ObjectNotFound, not_found)
     app.add_exception_handler(BadCursor, bad_request)
@@ -156,4 +164,5 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DatabaseError, unavailable)
     app.add_exception_handler(OperationalError, database_down)
     app.add_exception_handler(InterfaceError, database_down)
+    app.add_exception_handler(EgressRefused, egress_refused)
     app.add_exception_handler(XueliangError, domain)

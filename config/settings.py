@@ -205,6 +205,37 @@ class SecuritySettings(_Section):
         return origins
 
 
+class EgressSettings(_Section):
+    """Where the service may connect on API users' behalf (cameras, ONVIF, webhooks).
+
+    Link-local and cloud metadata addresses are refused for all of them, loopback and
+    unspecified addresses for webhooks too (``ingest/egress.py``, docs/security.md).
+    """
+
+    allow: tuple[str, ...] = Field(
+        default=(),
+        max_length=100,
+        description="CIDRs let through the egress policy although it refuses them by "
+        "default (comma-separated in the environment), e.g. `127.0.0.0/8` for a webhook "
+        "receiver on this machine.",
+    )
+    resolve_timeout_s: float = Field(
+        default=2.0, gt=0, le=30, description="Longest wait for one host name's DNS answer."
+    )
+
+    _split_allow = field_validator("allow", mode="before")(_comma_list)
+
+    @field_validator("allow")
+    @classmethod
+    def _cidrs(cls, allow: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in allow:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR like 10.0.0.0/8 or fd00::/8") from None
+        return allow
+
+
 class MqttSettings(_Section):
     url: str | None = Field(
         default=None, description="mqtt://host:port; events published when set."
@@ -667,6 +698,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     secrets: SecretsSettings = SecretsSettings()
     security: SecuritySettings = SecuritySettings()
+    egress: EgressSettings = EgressSettings()
     mqtt: MqttSettings = MqttSettings()
     ingest: IngestSettings = IngestSettings()
     recording: RecordingSettings = RecordingSettings()

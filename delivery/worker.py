@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from ingest.backoff import BackoffPolicy
+from ingest.egress import EgressPolicy, EgressRefused, Purpose
 from storage import delivery as repo
 from storage.db import Database
 from storage.events import EventRecord, list_events
@@ -154,12 +155,14 @@ class BatchSink(Protocol):
 @dataclass(frozen=True)
 class WebhookSink:
     """POSTs one event, or a batch of events, to a subscription's URL, signed with its
-    secret."""
+    secret. With ``egress``, every URL (the redirects' too) is checked against the policy
+    right before its request: DNS may have changed since the subscription was created."""
 
     client: httpx.AsyncClient
     subscription_id: str
     url: str
     secret: str = field(repr=False)
+    egress: EgressPolicy | None = None
 
     async def send(self, event: EventRecord, body: bytes) -> Sent:
         return await self._post(
@@ -182,6 +185,9 @@ class WebhookSink:
         }
         url = self.url
         for _ in range(MAX_REDIRECTS + 1):
+            refused = await self._refused(url)
+            if refused is not None:
+                return Sent(False, error=refused)
             try:
                 async with self.client.stream("POST", url, content=body, headers=headers) as r:
                     status, location = r.status_code, r.headers.get("location")
@@ -199,6 +205,16 @@ class WebhookSink:
                 return Sent(False, status, "redirect to another host refused")
             url = target
         return Sent(False, status, f"more than {MAX_REDIRECTS} redirects")
+
+    async def _refused(self, url: str) -> str | None:
+        """Why the egress policy refuses ``url`` now, or None."""
+        if self.egress is None:
+            return None
+        try:
+            await self.egress.check_url_async("url", url, Purpose.WEBHOOK)
+        except EgressRefused as err:
+            return f"refused by the egress policy: {err.reason}"
+        return None
 
 
 async def _read_small_answer(response: httpx.Response, limit: int = ANSWER_READ_BYTES) -> None:
@@ -430,6 +446,7 @@ class DeliveryWorker:
         self._next_prune = 0.0
         self._attempts = _attempts_counter(services.registry)
         self._round_failures = 0
+        self._egress = EgressPolicy.from_settings(services.settings)
 
     async def run(self) -> None:
         """Deliver until cancelled."""
@@ -605,7 +622,7 @@ class DeliveryWorker:
         if sub.grid_codes is not None:
             grids = frozenset(c for g in sub.grid_codes for c in subtree_codes(session, g))
         secret = self.services.secrets.decrypt(sub.secret_enc)
-        sink = WebhookSink(self._client, sub.id, sub.url, secret)
+        sink = WebhookSink(self._client, sub.id, sub.url, secret, self._egress)
         types = frozenset(sub.types) if sub.types is not None else None
         if sub.batch > 1:
             return Target(sink, types, grids, batch_sink=sink, batch=sub.batch)

@@ -329,6 +329,7 @@ class CameraRunner:
             decode_threads=cfg.decode_threads,
             allow_files=cfg.allow_file_sources,
             no_picture_s=cfg.stall_timeout_s,
+            egress=cfg.egress,
         )
         split = cfg.sub_url is not None
         roles = [("main", cfg.main_url, True, not split)]

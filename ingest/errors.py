@@ -14,6 +14,7 @@ from config.errors import XueliangError
 
 __all__ = [
     "CameraAuthError",
+    "CameraRefusedError",
     "CameraUnreachableError",
     "IngestError",
     "StreamEndedError",
@@ -52,6 +53,13 @@ class StreamNotFoundError(IngestError):
 
 class UnsupportedStreamError(IngestError):
     """The stream opened but holds nothing this service can read (no video, unknown codec)."""
+
+    permanent = True
+
+
+class CameraRefusedError(IngestError, PermissionError):
+    """The egress policy refuses the camera's address (``ingest/egress.py``); retried
+    rarely, since only a change of DNS or of ``egress.allow`` helps."""
 
     permanent = True
 

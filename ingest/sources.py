@@ -44,8 +44,10 @@ from av.packet import Packet
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
+from ingest.egress import EgressPolicy, EgressRefused, Purpose
 from ingest.errors import (
     CameraAuthError,
+    CameraRefusedError,
     CameraUnreachableError,
     IngestError,
     StreamEndedError,
@@ -128,6 +130,8 @@ class SourceOptions:
     allow_files: bool = True
     #: A decoded stream whose packets yield no picture for this long fails (garbage payload).
     no_picture_s: float = 20.0
+    #: Checked before every connection (DNS may change); None: connect anywhere.
+    egress: EgressPolicy | None = None
 
 
 def open_source(url: str, options: SourceOptions) -> Source:
@@ -195,6 +199,7 @@ class PyAVSource:
 
     def run_once(self, stop: threading.Event, handler: StreamHandler) -> None:
         """Open, then deliver packets until ``stop`` or failure."""
+        self._check_egress()
         # Capture this thread's FFmpeg lines: they explain failures PyAV only numbers.
         with av.logging.Capture(local=True) as ffmpeg_log:
             opened = False
@@ -213,6 +218,16 @@ class PyAVSource:
                     found = self._explain(err, found, timed_out=timed_out)
                     found.ffmpeg_log = log
                 raise found from err
+
+    def _check_egress(self) -> None:
+        """Refuse, before any packet leaves, a host the egress policy refuses now (a DNS
+        lookup of at most ``egress.resolve_timeout_s``: this runs on the reader thread)."""
+        if self._options.egress is None:
+            return
+        try:
+            self._options.egress.check_url("url", self._url, Purpose.CAMERA)
+        except EgressRefused as err:
+            raise CameraRefusedError(f"refused by the egress policy: {err.reason}") from None
 
     def _open(self, *, video_only: bool = True) -> InputContainer:
         opts = self._options

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import av
     import av.video.stream
 
+    from ingest.egress import EgressPolicy
+
 __all__ = ["CameraStreamConfig", "Frame", "PacketSink"]
 
 
@@ -96,6 +98,9 @@ class CameraStreamConfig:
     #: device's stream URI could still name a file). Other schemes than ``rtsp``/``rtsps``
     #: are always refused.
     allow_file_sources: bool = True
+    #: Where this camera may connect, checked before every connection (``ingest/egress.py``);
+    #: None: anywhere.
+    egress: EgressPolicy | None = None
 
     def __post_init__(self) -> None:
         if not self.camera_id:

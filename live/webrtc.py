@@ -722,7 +722,13 @@ class LiveService:
         except Exception as err:  # aiortc: ValueError / OperationError on bad SDP
             raise BadOfferError(f"cannot use this SDP offer: {err}") from err
         negotiation.pin_answer(transceiver, session.codec)
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as err:
+            # aiortc accepts some offers it cannot answer (fuzzing found a video section
+            # whose direction attribute is missing: ValueError in createAnswer).
+            log.debug("cannot answer an SDP offer", exc_info=True)
+            raise BadOfferError(f"cannot answer this SDP offer: {err}") from err
         return str(pc.localDescription.sdp)
 
     def _watch(self, session: LiveSession) -> None:

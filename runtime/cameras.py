@@ -374,6 +374,7 @@ class CameraRuntime:
             stable_after_s=s.ingest.stable_after_s,
             permanent_retry_s=s.ingest.auth_retry_s,
             allow_file_sources=s.ingest.allow_file_sources,
+            egress=self.services.egress,
         )
         motion = row.analytics.get("motion", {})
         motion_cfg = MotionConfig(

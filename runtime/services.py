@@ -7,12 +7,14 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session
 
 from config.errors import ConfigError
 from config.settings import Settings
+from ingest.egress import EgressPolicy
 from runtime.hub import EventHub
 from storage.db import Database
 from storage.objects import LocalObjectStore, ObjectStore, S3ObjectStore
@@ -64,6 +66,11 @@ class Services:
         )
 
     started: bool = False
+
+    @cached_property
+    def egress(self) -> EgressPolicy:
+        """Where this process may connect on API users' behalf (``egress`` settings)."""
+        return EgressPolicy.from_settings(self.settings)
 
     def start(self) -> None:
         """Migrate the database and check the object store; raise a clear error if either fails."""

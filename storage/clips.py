@@ -352,6 +352,11 @@ def _mux(tmp: Path, params: CodecParams, packets: Sequence[PlannedPacket]) -> No
     # move the moov box in front of mdat after the last packet.
     with av.open(str(tmp), mode="w", format="mp4", options=_MP4_OPTIONS) as out:
         stream = out.add_stream_from_template(params.template)
+        if params.codec_name == "hevc" and params.extradata:
+            # Safari (AVFoundation) plays H.265 in MP4 only as 'hvc1' (the parameter sets in
+            # the hvcC box), not FFmpeg's default 'hev1' (in-band only): same bytes, another
+            # sample entry. Without extradata the hvcC would be empty: 'hev1' then.
+            stream.codec_context.codec_tag = "hvc1"
         for planned in packets:
             out.mux_one(_output_packet(planned, stream, params.time_base))
 

@@ -45,6 +45,7 @@ from api.schemas.cameras import (
 )
 from api.scope import allows, check_visible, visible_grid_codes
 from config.errors import XueliangError
+from ingest.egress import EgressRefused, IPAddress, Purpose, host_of
 from ingest.redact import redact_url
 from runtime.process import CameraControl
 from runtime.services import Services
@@ -158,6 +159,8 @@ async def create_camera(
     """
     _check_scheme(services, "rtsp_url", body.rtsp_url)
     _check_scheme(services, "substream_url", body.substream_url)
+    for name, url in _stream_urls(body):
+        await services.egress.check_url_async(name, url, Purpose.CAMERA)
     found = None
     if body.onvif is not None:
         found = await register_onvif_camera(services, body.onvif)
@@ -417,7 +420,29 @@ def _validated(
         if nid is not None:
             seen[nid] = item.line
         bodies.append((item, found))
-    return bodies, problems
+    return _egress_checked(services, bodies, problems)
+
+
+def _stream_urls(body: CameraCreate) -> tuple[tuple[str, str | None], ...]:
+    return (("rtsp_url", body.rtsp_url), ("substream_url", body.substream_url))
+
+
+def _egress_checked(
+    services: Services,
+    bodies: list[tuple[ImportItem, CameraCreate]],
+    problems: list[ImportProblem],
+) -> tuple[list[tuple[ImportItem, CameraCreate]], list[ImportProblem]]:
+    """The rows whose URLs the egress policy lets through; the others become problems.
+    Every host is looked up at once (a city's import names thousands)."""
+    hosts = [host_of(url) for _, body in bodies for _, url in _stream_urls(body)]
+    addresses = services.egress.resolve_all(h for h in hosts if h is not None)
+    kept = []
+    for item, body in bodies:
+        refused = _egress_problems(services, item, body, addresses)
+        problems += refused
+        if not refused:
+            kept.append((item, body))
+    return kept, problems
 
 
 def _row_problems(services: Services, item: ImportItem) -> CameraCreate | list[ImportProblem]:
@@ -441,6 +466,25 @@ def _row_problems(services: Services, item: ImportItem) -> CameraCreate | list[I
         if not _scheme_allowed(services, url)
     ]
     return refused or body
+
+
+def _egress_problems(
+    services: Services,
+    item: ImportItem,
+    body: CameraCreate,
+    addresses: dict[str, list[IPAddress]],
+) -> list[ImportProblem]:
+    """The row's URLs the egress policy refuses, by the addresses their hosts name."""
+    found = []
+    for name, url in _stream_urls(body):
+        host = host_of(url)
+        if host is None:
+            continue
+        try:
+            services.egress.judge(name, host, Purpose.CAMERA, addresses.get(host, []))
+        except EgressRefused as err:
+            found.append(problem(item.line, _field(item, name), err.reason))
+    return found
 
 
 def _field(item: ImportItem, name: str) -> str:
@@ -551,6 +595,8 @@ def patch_camera(
 ) -> CameraOut:
     _check_scheme(services, "rtsp_url", body.rtsp_url)
     _check_scheme(services, "substream_url", body.substream_url)
+    for name, url in (("rtsp_url", body.rtsp_url), ("substream_url", body.substream_url)):
+        services.egress.check_url(name, url, Purpose.CAMERA)  # patched fields only
     changes = body.model_dump(exclude_unset=True)
     with services.tx() as session:
         row = _camera(session, camera_id, who)

@@ -32,6 +32,7 @@ from api.schemas.onvif import (
 )
 from ingest import discovery
 from ingest import onvif as ov
+from ingest.egress import Purpose
 from ingest.redact import redact_url
 from runtime.services import Services
 from storage import cameras as repo
@@ -77,9 +78,14 @@ class _Login:
 async def _probe_and_choose(
     services: Services, login: _Login, main_token: str | None, sub_token: str | None
 ) -> OnvifRegistration:
+    await services.egress.check_async("onvif.host", login.host, Purpose.CAMERA)
     device = await ov.probe(login.host, login.port, login.username, login.password)
     main, sub = ov.choose_profiles(device, main_token, sub_token)
     assert main.stream_uri is not None
+    # The device chooses its stream URIs: they may point anywhere.
+    for profile in (main, sub):
+        uri = profile.stream_uri if profile else None
+        await services.egress.check_url_async("onvif.stream_uri", uri, Purpose.CAMERA)
     stored = {
         "host": login.host,
         "port": login.port,
@@ -313,6 +319,7 @@ async def ptz(
     if not stored["device"].get("ptz"):
         raise ov.OnvifError(f"camera {camera_id} has no PTZ (its probe found no PTZ service)")
     target = _login(services, stored).target()
+    await services.egress.check_async("onvif.host", target.host, Purpose.CAMERA)
     profile = stored["main_profile"]
     # The picture will move: its quality checks must not call it displaced (issue #17).
     moving_s = body.duration_s if body.action == "move" else PRESET_MOVE_S
@@ -353,6 +360,7 @@ async def onvif_snapshot(services: Services, camera_id: str) -> bytes:
     if uri is None:
         raise ov.OnvifError(f"camera {camera_id} offers no ONVIF snapshot URI")
     login = _login(services, stored)
+    await services.egress.check_url_async("onvif.snapshot_uri", uri, Purpose.CAMERA)
     return await ov.fetch_snapshot(uri, login.username, login.password)
 
 

@@ -16,6 +16,7 @@ from api.schemas.subscriptions import (
     SubscriptionOut,
 )
 from api.scope import visible_grid_codes
+from ingest.egress import Purpose
 from storage import delivery as repo
 from storage.audit import audit
 from storage.grid_models import Subscription
@@ -82,7 +83,12 @@ def create_subscription(
     `seq` order: a subscription waits on its oldest undelivered event. With `batch` N > 1,
     one POST carries up to N consecutive events as `{"events": [...]}` (`X-Xueliang-Seq`:
     the last seq, `X-Xueliang-Seq-First`: the first) and a failed POST is retried whole.
+
+    The URL's host must not be, or resolve to, a loopback, link-local, unspecified or cloud
+    metadata address unless `XUELIANG_EGRESS__ALLOW` lets it through (422 naming `url`);
+    it is checked again before every delivery.
     """
+    services.egress.check_url("url", body.url, Purpose.WEBHOOK)
     with services.tx() as session:
         new = repo.NewSubscription(
             url=body.url,

@@ -23,6 +23,10 @@ from storage.audit import audit
 from storage.tokens import Principal
 
 SDP = "application/sdp"
+#: The largest SDP offer read. A browser's is 2–10 KB (Chromium with every codec and a
+#: dozen candidates: ~8 KB); parsing one is linear, but a peer connection per megabyte of
+#: garbage is not worth accepting.
+MAX_OFFER_BYTES = 64 * 1024
 
 
 router = APIRouter(prefix="/cameras", tags=["live view"])
@@ -50,6 +54,7 @@ def _session_url(camera_id: str, session_id: str) -> str:
         },
         400: {"description": "The body is not a usable SDP offer."},
         404: {"description": "No such camera."},
+        413: {"description": f"The offer is larger than {MAX_OFFER_BYTES} bytes."},
         415: {"description": "Content-Type is not application/sdp."},
         422: {"description": "The browser offers no H.264 (packetization-mode 1)."},
         502: {"description": "The worker running the camera refused the forwarded offer."},
@@ -69,7 +74,7 @@ async def start_live_view(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != SDP:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"send the SDP offer as {SDP}")
-    offer = (await request.body()).decode("utf-8", errors="replace")
+    offer = (await _offer_bytes(request)).decode("utf-8", errors="replace")
     if not await asyncio.to_thread(_watch_allowed, services, who, camera_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id}")
     try:
@@ -94,6 +99,22 @@ async def stop_live_view(camera_id: str, session_id: str, live: LiveDep, _: Oper
     """End a live session; the camera's upstream stays as long as others watch."""
     if not await live.close(camera_id, session_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live session {session_id}")
+
+
+async def _offer_bytes(request: Request) -> bytes:
+    """The body, read no further than :data:`MAX_OFFER_BYTES` (413 beyond)."""
+    too_large = HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE, f"an SDP offer is at most {MAX_OFFER_BYTES} bytes"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_OFFER_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_OFFER_BYTES:
+            raise too_large
+    return bytes(body)
 
 
 def _watch_allowed(services: Services, who: Principal, camera_id: str) -> bool:

@@ -412,6 +412,23 @@ class SipEndpoint:
 
     # --- requests from devices ---------------------------------------------------------------
     async def _on_request(self, request: SipRequest, addr: Address, transport: Transport) -> None:
+        """Handle one request; a header parsed only now (a From URI, a Contact, Expires) that
+        turns out malformed is the device's error: 400, counted, never a crash."""
+        try:
+            await self._handle_request(request, addr, transport)
+        except SipParseError as err:
+            self.stats.malformed += 1
+            self._warn.warning(
+                "parse", "GB/T 28181: malformed %s from %s: %s", request.method, addr[0], err
+            )
+            # The reason phrase is one line of printable ASCII (it quotes the device's input).
+            reason = "".join(c if " " <= c <= "~" else "?" for c in f"Bad Request: {err}")[:100]
+            with contextlib.suppress(GB28181Error, OSError):
+                self._respond(request, addr, 400, reason=reason)
+
+    async def _handle_request(
+        self, request: SipRequest, addr: Address, transport: Transport
+    ) -> None:
         method = request.method
         if method == "REGISTER":
             await self._on_register(request, addr, transport)

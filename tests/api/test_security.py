@@ -58,6 +58,8 @@ from tests.peers.seaweedfs import SeaweedS3, unique_bucket
 BOOT = "xl_security_review_bootstrap_0001"
 ADMIN = {"Authorization": f"Bearer {BOOT}"}
 PASSWORD = "Cam-pw-7f3a9c"
+#: The webhook stored with the credentials points at a closed port on loopback.
+LOOPBACK_HOOKS = {"allow": ["127.0.0.0/8"]}
 ONVIF_PASSWORD = "Onvif-pw-51e2d8"
 HOOK_SECRET = "hook-secret-c0ffee"
 
@@ -223,7 +225,9 @@ EXPECTED = {
 def test_no_credential_is_stored_in_plaintext(
     make_settings: Callable[..., Settings], db_url: str
 ) -> None:
-    settings = make_settings(database={"url": db_url}, auth={"bootstrap_token": BOOT})
+    settings = make_settings(
+        database={"url": db_url}, auth={"bootstrap_token": BOOT}, egress=LOOPBACK_HOOKS
+    )
     with serving(settings) as client:
         _store_credentials(client)
         db = services_of(client).db
@@ -262,7 +266,10 @@ def test_rotation_re_encrypts_every_credential_end_to_end(
     def settings(current: str, *previous: str) -> Settings:
         secrets: dict[str, Any] = {"camera_key": current, "previous_keys": list(previous)}
         return make_settings(
-            database={"url": db_url}, auth={"bootstrap_token": BOOT}, secrets=secrets
+            database={"url": db_url},
+            auth={"bootstrap_token": BOOT},
+            secrets=secrets,
+            egress=LOOPBACK_HOOKS,
         )
 
     def rotate(current: str, *previous: str) -> subprocess.CompletedProcess[str]:
@@ -324,7 +331,9 @@ def test_key_file_rotation_with_a_new_key(
     make_settings: Callable[..., Settings], db_url: str, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    settings = make_settings(database={"url": db_url}, auth={"bootstrap_token": BOOT})
+    settings = make_settings(
+        database={"url": db_url}, auth={"bootstrap_token": BOOT}, egress=LOOPBACK_HOOKS
+    )
     with serving(settings) as client:
         _store_credentials(client)
         db = services_of(client).db
@@ -360,7 +369,10 @@ def test_rotation_locks_the_rows_it_rewrites(
     """
     old = new_key()
     settings = make_settings(
-        database={"url": db_url}, auth={"bootstrap_token": BOOT}, secrets={"camera_key": old}
+        database={"url": db_url},
+        auth={"bootstrap_token": BOOT},
+        secrets={"camera_key": old},
+        egress=LOOPBACK_HOOKS,
     )
     with serving(settings) as client:
         camera_id = _store_credentials(client)

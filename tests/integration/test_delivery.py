@@ -226,7 +226,9 @@ def assert_in_order_and_complete(got: list[int], expected: list[int], max_repeat
 
 @pytest.fixture
 def services(make_settings: Callable[..., Settings], db_url: str) -> Iterator[Services]:
-    svc = Services.from_settings(make_settings(database={"url": db_url}))
+    # The receivers listen on loopback, which the egress policy refuses for webhooks.
+    settings = make_settings(database={"url": db_url}, egress={"allow": ["127.0.0.0/8"]})
+    svc = Services.from_settings(settings)
     svc.start()
     yield svc
     svc.close()
@@ -475,6 +477,7 @@ class Service:
             "XUELIANG_DATABASE__URL": db_url,
             "XUELIANG_AUTH__BOOTSTRAP_TOKEN": TOKEN,
             "XUELIANG_MQTT__URL": MQTT_URL,
+            "XUELIANG_EGRESS__ALLOW": "127.0.0.0/8",  # the receiver listens on loopback
         }
         self.log = tmp / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -184,6 +184,7 @@ class Installation:
             "XUELIANG_DATA_DIR": str(self.work / "data"),
             "XUELIANG_WORKERS__LEASE_S": str(self.lease_s),
             "XUELIANG_AUTH__BOOTSTRAP_TOKEN": TOKEN,
+            "XUELIANG_EGRESS__ALLOW": "127.0.0.0/8",  # the webhook receiver is on loopback
             **extra,
         }
 

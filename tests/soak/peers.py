@@ -86,6 +86,7 @@ def service_env(data_dir: Path, db_url: str, s3: SeaweedS3, bucket: str) -> dict
         "XUELIANG_DELIVERY__BACKOFF_INITIAL_S": "0.5",
         "XUELIANG_DELIVERY__BACKOFF_MAX_S": "5",
         "XUELIANG_DELIVERY__TIMEOUT_S": "5",
+        "XUELIANG_EGRESS__ALLOW": "127.0.0.0/8",  # the webhook receiver is on loopback
     }
 
 
