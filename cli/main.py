@@ -81,7 +81,33 @@ def _parser() -> argparse.ArgumentParser:
     rotate.set_defaults(handler=_secrets_rotate)
     new_key = ssub.add_parser("new-key", help="print a new key for secrets.camera_key")
     new_key.set_defaults(handler=_secrets_new_key)
+    _evidence_args(sub)
     return p
+
+
+def _evidence_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    evidence = sub.add_parser("evidence", help="evidence packages: the signing key, verification")
+    esub = evidence.add_subparsers(required=True, metavar="ACTION")
+    key = esub.add_parser("key", help="print the installation's public key that signs packages")
+    key.add_argument("--config", type=Path, help="YAML settings file")
+    key.add_argument("--pem", action="store_true", help="print only the PEM (to save as a file)")
+    key.set_defaults(handler=_evidence_key)
+    verify = esub.add_parser(
+        "verify",
+        help="check an evidence package offline",
+        description="Check an evidence package without the server or its database: the "
+        "manifest's signature, every file's size and SHA-256, no file missing or extra. Exit "
+        "status 0 when everything matches, 1 when something does not, 2 when the package or "
+        "key cannot be read.",
+    )
+    verify.add_argument("file", type=Path, help="the package (ZIP)")
+    verify.add_argument(
+        "--key",
+        help="the installation's public key: a PEM file, or the base64 of its 32 raw bytes "
+        "(GET /api/v1/evidence/key). Without it the key inside the package is used, which "
+        "proves integrity but not origin.",
+    )
+    verify.set_defaults(handler=_evidence_verify)
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
@@ -181,6 +207,18 @@ def _secrets_rotate(args: argparse.Namespace) -> int:
             "them: the old keys are no longer needed"
         )
     return 0
+
+
+def _evidence_key(args: argparse.Namespace) -> int:
+    from cli.evidence import print_key
+
+    return print_key(_settings(args), pem_only=args.pem)
+
+
+def _evidence_verify(args: argparse.Namespace) -> int:
+    from cli.evidence import verify
+
+    return verify(args.file, args.key)
 
 
 if __name__ == "__main__":
