@@ -69,10 +69,8 @@ def _grid_and_camera(api: Api) -> None:
         ("G1", "东街", "county", "C1"),
     ):
         body = {"name": name, "level": level, "parent_code": parent}
-        assert api.client.put(f"/api/v1/grids/{code}", json=body, headers=admin).status_code in (
-            200,
-            201,
-        )
+        put = api.client.put(f"/api/v1/grids/{code}", json=body, headers=admin)
+        assert put.status_code in (200, 201), put.text
     now = utcnow()
     with api.services.tx() as session:
         session.add(
