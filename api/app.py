@@ -27,6 +27,7 @@ from api.routes import (
     cases,
     console,
     events,
+    evidence,
     gb28181,
     grids,
     incidents,
@@ -44,6 +45,7 @@ from runtime.services import Services
 from storage.cases import CaseClosed
 from storage.db import DatabaseError, connect_message
 from storage.errors import ObjectNotFound, StorageError
+from storage.evidence import EvidenceConflict
 from storage.gb28181 import DeviceExists
 from storage.incidents import BadCursor
 
@@ -105,6 +107,7 @@ def _api_router() -> APIRouter:
         gb28181,
         webrtc,
         incidents,
+        evidence,
         grids,
         cases,
         subscriptions,
@@ -160,6 +163,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BadCursor, bad_request)
     app.add_exception_handler(CaseClosed, conflict)
     app.add_exception_handler(DeviceExists, conflict)
+    app.add_exception_handler(EvidenceConflict, conflict)
     app.add_exception_handler(StorageError, unavailable)
     app.add_exception_handler(DatabaseError, unavailable)
     app.add_exception_handler(OperationalError, database_down)

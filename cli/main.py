@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         help="an audit.anchor event's hash and position; repeatable",
     )
     verify.set_defaults(handler=_audit_verify)
+    _evidence_args(sub)
     return p
 
 
@@ -121,6 +122,31 @@ def _anchor(text: str) -> object:
         return Anchor.parse(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _evidence_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    evidence = sub.add_parser("evidence", help="evidence packages: the signing key, verification")
+    esub = evidence.add_subparsers(required=True, metavar="ACTION")
+    key = esub.add_parser("key", help="print the installation's public key that signs packages")
+    key.add_argument("--config", type=Path, help="YAML settings file")
+    key.add_argument("--pem", action="store_true", help="print only the PEM (to save as a file)")
+    key.set_defaults(handler=_evidence_key)
+    verify = esub.add_parser(
+        "verify",
+        help="check an evidence package offline",
+        description="Check an evidence package without the server or its database: the "
+        "manifest's signature, every file's size and SHA-256, no file missing or extra. Exit "
+        "status 0 when everything matches, 1 when something does not, 2 when the package or "
+        "key cannot be read.",
+    )
+    verify.add_argument("file", type=Path, help="the package (ZIP)")
+    verify.add_argument(
+        "--key",
+        help="the installation's public key: a PEM file, or the base64 of its 32 raw bytes "
+        "(GET /api/v1/evidence/key). Without it the key inside the package is used, which "
+        "proves integrity but not origin.",
+    )
+    verify.set_defaults(handler=_evidence_verify)
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
@@ -236,6 +262,18 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from cli.audit import run_verify
 
     return run_verify(_settings(args), args.anchor)
+
+
+def _evidence_key(args: argparse.Namespace) -> int:
+    from cli.evidence import print_key
+
+    return print_key(_settings(args), pem_only=args.pem)
+
+
+def _evidence_verify(args: argparse.Namespace) -> int:
+    from cli.evidence import verify
+
+    return verify(args.file, args.key)
 
 
 if __name__ == "__main__":

@@ -150,6 +150,17 @@ class SecretsSettings(_Section):
     _split_keys = field_validator("previous_keys", mode="before")(_comma_list)
 
 
+class EvidenceSettings(_Section):
+    installation_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The installation's name in the manifest of every evidence package, e.g. "
+        "the operating agency and platform (packages are signed by the installation's key "
+        "whether it is set or not).",
+    )
+
+
 class SecuritySettings(_Section):
     auth_failures: int = Field(
         default=200,
@@ -697,6 +708,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     auth: AuthSettings = AuthSettings()
     secrets: SecretsSettings = SecretsSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
     security: SecuritySettings = SecuritySettings()
     egress: EgressSettings = EgressSettings()
     mqtt: MqttSettings = MqttSettings()

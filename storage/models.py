@@ -428,3 +428,21 @@ class AvailabilityRollup(Base):
     #: How many cameras had a row that day.
     cameras: Mapped[int] = mapped_column(Integer)
     rolled_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvidenceKey(Base):
+    """An Ed25519 key of the installation that signs evidence packages
+    (storage/evidence_keys.py): created once, shared by every process through the database."""
+
+    __tablename__ = "evidence_keys"
+
+    #: The key id: SHA-256 (hex) of the 32-byte raw public key.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: ``"current"`` for the key that signs; NULL for a retired one. Unique: two processes
+    #: creating the first key at once end with one.
+    slot: Mapped[str | None] = mapped_column(String(16), unique=True)
+    #: Base64 of the 32-byte raw public key.
+    public_key: Mapped[str] = mapped_column(String(64))
+    #: The 32-byte raw private key, base64, encrypted like the camera credentials.
+    private_key_enc: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,9 +1,10 @@
 """Encryption at rest for camera credentials (Fernet: AES-128-CBC + HMAC-SHA256).
 
-What is encrypted: camera stream URLs (they carry the password), the ONVIF password and
-webhook subscription secrets. One key encrypts; older keys may be kept to decrypt while a
-key rotation is under way (:class:`~cryptography.fernet.MultiFernet`), and
-:func:`rotate_stored_secrets` re-encrypts every stored secret with the current key.
+What is encrypted: camera stream URLs (they carry the password), the ONVIF password,
+webhook subscription secrets, GB/T 28181 device passwords and the evidence signing key.
+One key encrypts; older keys may be kept to decrypt while a key rotation is under way
+(:class:`~cryptography.fernet.MultiFernet`), and :func:`rotate_stored_secrets` re-encrypts
+every stored secret with the current key.
 
 Where the keys live: ``secrets.camera_key`` / ``secrets.previous_keys`` in the settings, or
 else the key file ``secret.key`` in the data dir (mode 0600; first line the current key,
@@ -34,7 +35,7 @@ from storage.audit import audit
 from storage.db import Database
 from storage.durable import write_atomic
 from storage.grid_models import Subscription
-from storage.models import Camera
+from storage.models import Camera, EvidenceKey
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ def rotate_stored_secrets(session: Session, box: SecretBox) -> Rotation:
     for sub in subs:
         token = _rotated(box, sub.secret_enc, f"subscriptions/{sub.id}.secret_enc", result)
         updates.append((Subscription, sub.id, {"secret_enc": token}))
+    updates += _evidence_key_updates(session, box, result)
     devices = {
         device_id: _rotated(box, token, f"gb28181_devices/{device_id}.password_enc", result)
         for device_id, token in gb28181.password_tokens_for_update(session).items()
@@ -218,6 +220,23 @@ def rotate_stored_secrets(session: Session, box: SecretBox) -> Rotation:
         if changed:
             session.execute(update(model).where(model.id == row_id).values(**changed))
     return result
+
+
+def _evidence_key_updates(
+    session: Session, box: SecretBox, result: Rotation
+) -> list[tuple[Any, str, dict[str, Any]]]:
+    """The evidence signing keys' private halves (storage/evidence_keys.py), re-encrypted."""
+    updates: list[tuple[Any, str, dict[str, Any]]] = []
+    for key in session.scalars(select(EvidenceKey).order_by(EvidenceKey.id).with_for_update()):
+        where = f"evidence_keys/{key.id}.private_key_enc"
+        updates.append(
+            (
+                EvidenceKey,
+                key.id,
+                {"private_key_enc": _rotated(box, key.private_key_enc, where, result)},
+            )
+        )
+    return updates
 
 
 def _rotated(box: SecretBox, token: str, where: str, result: Rotation) -> Any:
