@@ -302,6 +302,9 @@ class CameraRuntime:
             return
         try:
             await asyncio.to_thread(self.leases.release, done)
+            log.info(
+                "worker %s: handed back %d camera(s) above its share", self.worker_id, len(done)
+            )
         except Exception as err:
             log.warning("worker %s: cannot release cameras yet: %s", self.worker_id, err)
 

@@ -87,6 +87,15 @@ class LeaseKeeper:
             held = set()
         if held == self.held:
             return False
+        gained, lost = len(held - self.held), len(self.held - held)
+        log.info(
+            "worker %s: runs %d camera(s) now (+%d, -%d; %d surplus to hand back)",
+            self.worker.id,
+            len(held),
+            gained,
+            lost,
+            len(self.surplus),
+        )
         self.held = held
         return True
 

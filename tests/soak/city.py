@@ -241,6 +241,7 @@ class Owners(threading.Thread):
         for camera in self.cameras:
             if held.get(camera, 0) > 1:
                 self.twice.append((now, camera))
+                log.warning("camera %s listed by both workers", camera)
             if held.get(camera, 0) == 0:
                 self.unowned_since.setdefault(camera, now)
             elif camera in self.unowned_since:
