@@ -23,6 +23,7 @@ import uvicorn
 from sqlalchemy import create_engine, text
 
 from config.settings import Settings
+from storage.db import Database
 
 pytest_plugins = ["tests.peers.rtsp", "tests.peers.seaweedfs", "tests.peers.onvif"]
 
@@ -119,6 +120,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     with pg_schema(request.getfixturevalue("pg_database"), "t") as url:
         yield url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A migrated database on SQLite and on PostgreSQL (``db_url``), disposed of after."""
+    database = Database(db_url)
+    database.migrate()
+    try:
+        yield database
+    finally:
+        database.dispose()
 
 
 @pytest.fixture

@@ -38,16 +38,6 @@ from tests.conftest import pg_schema
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.dispose()
-
-
 def run_verify(url: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "XUELIANG_DATA_DIR": str(tmp_path / "cli"), "XUELIANG_DATABASE__URL": url}
     return subprocess.run(

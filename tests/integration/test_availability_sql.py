@@ -10,7 +10,6 @@ online state; random periods, aligned to days or not.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -36,16 +35,6 @@ ONE_DAY = timedelta(days=1)
 STATES = ("online", "offline", "connecting")
 PICTURES = ("ok", "degraded", "unknown")
 Changes = list[tuple[str, datetime]]
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 def _random_time(rng: random.Random) -> datetime:

@@ -4,25 +4,12 @@ the restarted one marked the other's pending clip failed)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from runtime.cameras import spool_identity
 from storage.db import Database
 from storage.incidents import NewIncident, create_incident, fail_lost_clips
 from storage.models import Camera, Incident, utcnow
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 def test_a_restarted_worker_fails_only_its_own_lost_clips(db: Database, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ was, the audit log keeps six months whatever the setting says."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -23,16 +23,6 @@ from storage.models import AuditEntry, Camera, CameraStateChange, Event
 
 NOW = datetime.combine(datetime.now(UTC).date(), time(9, 30), UTC)
 SETTINGS = RetentionSettings(batch=100)
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 # --- events ---------------------------------------------------------------------------------
