@@ -38,6 +38,12 @@ def audit(
     session.info.setdefault(_PENDING, []).append(entry)
 
 
+def pending(session: Session) -> list[NewEntry]:
+    """Entries :func:`audit` recorded in ``session``'s transaction, not written yet (they
+    are chained when it commits)."""
+    return list(session.info.get(_PENDING, []))
+
+
 @event.listens_for(Session, "before_commit")
 def _chain_pending(session: Session) -> None:
     if session.in_nested_transaction():

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from config.errors import XueliangError
 from storage import evidence_package as pkg
-from storage.audit import audit
+from storage.audit import audit, pending
 from storage.cameras import national_id
 from storage.db import Database
 from storage.errors import ObjectNotFound
@@ -268,9 +268,12 @@ def audit_trail(
     )
     about_cases = and_(AuditEntry.resource == "case", AuditEntry.resource_id.in_(case_ids))
     query = select(AuditEntry).where(or_(about_incident, about_cases)).order_by(AuditEntry.id)
+    # Entries of this transaction (the export itself) are written when it commits: last,
+    # without an id yet.
+    unwritten = [e for e in pending(session) if e.resource_id in (incident_id, *case_ids)]
     return [
         {
-            "id": a.id,
+            "id": getattr(a, "id", None),
             "at": a.at,
             "actor": a.actor,
             "action": a.action,
@@ -278,7 +281,7 @@ def audit_trail(
             "resource_id": a.resource_id,
             "detail": a.detail,
         }
-        for a in session.scalars(query)
+        for a in [*session.scalars(query), *unwritten]
         if a.resource != "case" or (a.detail or {}).get("incident_id") in (None, incident_id)
     ]
 
