@@ -27,7 +27,7 @@ test: $(VENV)/.installed
 	@scripts/ensure-mosquitto
 	$(BIN)/python -m tests.peers.onvif  # the virtual ONVIF camera (ipycam) in its own venv
 	$(MAKE) lint
-	$(BIN)/pytest -ra
+	$(BIN)/pytest -ra --durations=30
 
 # The edit-test loop (under 3 minutes): lint, unit and fast integration tests on SQLite,
 # a few fuzz examples. `make test` is the whole suite, what CI runs.

@@ -141,9 +141,12 @@ def deliveries(
     """Every event of the log after the subscription started reached the receiver, in seq
     order, signed; repeats are allowed (at least once) but only as re-sends of the event
     just delivered (the cursor never goes back)."""
-    complete = [d for d in delivered if d.complete]
-    got = [d.event["seq"] for d in complete]
     log = {e["seq"]: e for e in events if e["seq"] > start_seq}
+    # Events appended after the log was read (the cameras' deletion goes on) may reach the
+    # receiver before its deliveries are read: they cannot be judged, and are not counted.
+    read_up_to = max(log, default=start_seq)
+    complete = [d for d in delivered if d.complete and d.event["seq"] <= read_up_to]
+    got = [d.event["seq"] for d in complete]
     missing = sorted(set(log) - set(got))
     unknown = sorted(set(got) - set(log))
     backwards = [(a, b) for a, b in itertools.pairwise(got) if b < a]
