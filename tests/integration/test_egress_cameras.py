@@ -81,8 +81,11 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
 @pytest.fixture
 def forwarder(rtsp_server: Callable[..., RtspServer]) -> Iterator[tuple[Forwarder, str]]:
     found = _link_local()
-    if found is None:
-        pytest.skip("this machine has no IPv6 link-local address to listen on")
+    assert found is not None, (
+        "this test needs an IPv6 link-local address (fe80::/10) on a network interface to "
+        "stand for a refused camera host: enable IPv6 on one (sysctl net.ipv6.conf.all."
+        "disable_ipv6=0)"
+    )
     address, interface = found
     server = rtsp_server({"/cam": live_pattern(fps=10)})
     fwd = Forwarder(address, interface, server.port)
