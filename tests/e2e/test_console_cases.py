@@ -16,7 +16,13 @@ from datetime import timedelta
 
 from playwright.sync_api import BrowserContext, Page, expect
 
-from storage.incidents import ArchivedClip, NewIncident, create_incident, mark_archived
+from storage.incidents import (
+    ArchivedClip,
+    NewIncident,
+    create_incident,
+    end_incident,
+    mark_archived,
+)
 from storage.models import utcnow
 from tests.e2e.conftest import Console, screenshot, signed_in
 from tests.e2e.test_console_csp import WATCH_VIOLATIONS
@@ -32,6 +38,9 @@ def _incident(console: Console) -> tuple[str, str]:
         row = create_incident(
             session, NewIncident(console.camera_id, "XL-G-001", "crowd", utcnow())
         )
+        # Ended: an open incident of a camera a worker takes over later is closed as
+        # interrupted, its clip failed (storage.incidents.close_interrupted).
+        end_incident(session, row.id, utcnow())
         key = f"clips/{console.camera_id}/cases/{row.id}.mp4"
         info = services.objects.put_bytes(key, b"not really a clip", "video/mp4")
         mark_archived(session, row.id, ArchivedClip(key, info.sha256, 17, 1.0, None, None))
