@@ -13,7 +13,7 @@ TEST_PKGS := $(RUN_PKGS) ffmpeg python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugi
 	gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-x \
 	gstreamer1.0-tools gstreamer1.0-rtsp postgresql-client iproute2 util-linux \
-	chromium fonts-wqy-microhei sip-tester
+	chromium fonts-wqy-microhei sip-tester openssl
 
 .PHONY: run test check lint unit bench soak city clean lock
 
