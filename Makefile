@@ -29,7 +29,7 @@ test: $(VENV)/.installed
 	$(MAKE) lint
 	$(BIN)/pytest -ra --durations=30
 
-# The edit-test loop (under 3 minutes): lint, unit and fast integration tests on SQLite,
+# The edit-test loop (about 9 minutes on the 2-core VM): lint, unit and fast tests on SQLite,
 # a few fuzz examples. `make test` is the whole suite, what CI runs.
 check: $(VENV)/.installed
 	$(MAKE) lint
