@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from analytics.motion import MotionConfig
 from analytics.persons import DetectorConfig, PersonDetector
-from analytics.quality import QualityConfig, QualityResult, Threshold
+from analytics.quality import Kind, QualityConfig, QualityResult, Threshold
 from analytics.rules import RuleConfig
 from analytics.zones import parse_zones
 from config.settings import QualitySettings
@@ -498,6 +498,10 @@ def build_spool(services: Services) -> ClipSpool:
     return ClipSpool(services.settings.spool_path)
 
 
+#: The picture diagnoses a camera may set thresholds for (``analytics.quality.Kind``).
+KINDS = frozenset(k.value for k in Kind)
+
+
 def _quality_config(q: QualitySettings, camera: dict[str, Any]) -> QualityConfig | None:
     """The installation's picture-check settings, with the camera's own thresholds
     (``analytics.quality``, validated by ``api.schemas.cameras.QualitySettingsIn``)."""
@@ -506,7 +510,7 @@ def _quality_config(q: QualitySettings, camera: dict[str, Any]) -> QualityConfig
     defaults = QualityConfig(hold_s=q.hold_s, clear_s=q.clear_s, learn_s=q.learn_s)
     own: dict[str, Threshold] = {}
     for kind, given in (camera.get("thresholds") or {}).items():
-        if given is None or kind not in QualityConfig.__dataclass_fields__:
+        if given is None or kind not in KINDS:
             continue
         default: Threshold = getattr(defaults, kind)
         raise_at = float(given["raise_at"])

@@ -35,14 +35,16 @@ from storage.tokens import Principal
 
 router = APIRouter(prefix="/cameras", tags=["cameras"])
 Viewer = Annotated[Principal, Depends(require("integrator", "operator", "grid_platform"))]
+Since = Annotated[datetime | None, Query(description="Default: 24 h before `until`.")]
+Until = Annotated[datetime | None, Query(description="Default: now.")]
 
 
 @router.get("/availability", response_model=AvailabilityReport)
 def availability(
     services: ServicesDep,
     who: Viewer,
-    since: Annotated[datetime | None, Query(description="Default: 24 h before `until`.")] = None,
-    until: Annotated[datetime | None, Query(description="Default: now.")] = None,
+    since: Since = None,
+    until: Until = None,
     grid_code: Annotated[
         str | None, Query(description="Only the cameras of this grid and the grids below it.")
     ] = None,
@@ -90,8 +92,8 @@ def availability(
 def availability_per_grid(
     services: ServicesDep,
     who: Viewer,
-    since: Annotated[datetime | None, Query(description="Default: 24 h before `until`.")] = None,
-    until: Annotated[datetime | None, Query(description="Default: now.")] = None,
+    since: Since = None,
+    until: Until = None,
     grid_code: Annotated[
         str | None,
         Query(max_length=64, description="Report the grids right below this one (none: the top)."),
