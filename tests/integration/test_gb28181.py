@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -387,12 +388,19 @@ def test_rtp_of_a_foreign_ssrc_is_dropped_and_counted(
             15,
             "foreign packets counted",
         )
-        time.sleep(3)  # two status flushes with the intruder sending
-        status = _status(platform, camera["id"])
+        # Read over several status flushes with the intruder sending: one reading is a 1-s
+        # window, which a catch-up burst on a loaded machine pushes to 13; mixed-in packets of
+        # the same content would double the rate or break the picture for the whole time.
+        readings = []
+        for _ in range(8):
+            time.sleep(0.5)
+            readings.append(_status(platform, camera["id"]))
     finally:
         intruder.terminate()
         intruder.wait(10)
-    assert status["state"] == "online" and status["fps"] == pytest.approx(10, rel=0.15), status
+    assert all(r["state"] == "online" for r in readings), readings
+    fps = statistics.median(r["fps"] for r in readings)
+    assert fps == pytest.approx(10, rel=0.2), [r["fps"] for r in readings]
 
 
 def test_tcp_media_works_as_well_as_udp(
