@@ -32,6 +32,7 @@ import av
 import numpy as np
 import pytest
 
+from tests.conftest import wait_for
 from tests.peers.gb28181.device import GbDevice, RegisterResult, make_channels
 from tests.peers.gb28181.media import make_ps_file, read_ps_frames
 
@@ -580,8 +581,9 @@ def test_invite_streams_the_channel_until_bye(
         received = receiving.result(timeout=10)
         (invite,) = device.events("INVITE")
         assert [e.call for e in device.events()] == [invite.call] * 3  # INVITE, ACK, BYE
-        summary = device.senders()[invite.call]
-        assert device.running_senders() == []
+        # The sender writes its summary as it exits, after the BYE's 200 (late under load).
+        summary = wait_for(lambda: device.senders().get(invite.call), 10, "the sender's summary")
+        wait_for(lambda: device.running_senders() == [], 5, "no sender left running")
     assert invite.fields["channel"] == channel_id and invite.fields["ssrc"] == SSRC_TEXT
     assert invite.fields["proto"] == ("TCP/RTP/AVP" if tcp else "RTP/AVP")
     assert str(summary["ended"]).startswith("stopped")
