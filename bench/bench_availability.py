@@ -17,8 +17,9 @@ Run: ``.venv/bin/python bench/bench_availability.py [--cameras 20000] [--days 30
    transitions; the days between from the daily rows): the median of ``--repeat`` calls
    of ``storage.availability.report`` for the whole city (per camera, and totals only), a
    county's subtree, one camera, and the rate per county (``grid_report``: the health
-   page's table); then once each through the HTTP route
-   (``GET /api/v1/cameras/availability``, FastAPI's TestClient, an ``api``-role app).
+   page's table); then the same median through the HTTP route
+   (``GET /api/v1/cameras/availability``, FastAPI's TestClient, an ``api``-role app),
+   each call's time printed (this VM drifts by a third between minutes).
 
 Targets: city ≤ 2 s, county ≤ 300 ms, one camera ≤ 50 ms. Prints a table and one JSON line.
 :func:`populate` is meant to be reused (a city simulator): it needs only a psycopg
@@ -225,12 +226,16 @@ def time_storage(url: str, city: City, repeat: int) -> dict[str, float]:
             check = availability.report(session, since, until, grid_code=city.counties[3])
         county = f"{city.counties[3]}: {check.camera_count} cameras"
         print(f"{county}, availability {check.total_ratio:.4f}, 完好率 {check.good_ratio:.4f}")
-        return {name: median_s(call, repeat)[0] for name, call in calls.items()}
+        medians = {}
+        for name, call in calls.items():
+            medians[name], times = median_s(call, repeat)
+            print(f"storage {name}: {', '.join(f'{t * 1000:.0f}' for t in times)} ms")
+        return medians
     finally:
         db.dispose()
 
 
-def time_http(url: str, city: City) -> dict[str, float]:
+def time_http(url: str, city: City, repeat: int) -> dict[str, float]:
     from fastapi.testclient import TestClient
 
     from api.app import create_app
@@ -253,13 +258,15 @@ def time_http(url: str, city: City) -> dict[str, float]:
     with TestClient(create_app(settings, role="api")) as client:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         for name, params in asks.items():
-            client.get("/api/v1/cameras/availability", params={**base, **params}, headers=headers)
-            started = time.perf_counter()
-            response = client.get(
-                "/api/v1/cameras/availability", params={**base, **params}, headers=headers
-            )
-            out[name] = time.perf_counter() - started
-            response.raise_for_status()
+
+            def call(params: dict[str, str] = params) -> object:
+                response = client.get(
+                    "/api/v1/cameras/availability", params={**base, **params}, headers=headers
+                )
+                return response.raise_for_status()
+
+            out[name], times = median_s(call, repeat)
+            print(f"http {name}: {', '.join(f'{t * 1000:.0f}' for t in times)} ms")
     return out
 
 
@@ -292,7 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         days, rollup_s = roll_up_all(url, city)
         print(f"rolled up {days} days in {rollup_s:.1f} s ({rollup_s / max(days, 1):.2f} s/day)")
         storage_s = time_storage(url, city, args.repeat)
-        http_s = time_http(url, city)
+        http_s = time_http(url, city, args.repeat)
     return {
         "machine": machine(),
         "cameras": city.cameras,

@@ -102,6 +102,9 @@ def roll_up(sessions: Sessions, now: datetime, oldest: date) -> int:
         with sessions() as session:
             cameras = availability.rollup(session, day)
         log.info("availability of %s rolled up: %d camera(s)", day, cameras)
+    if days:
+        with sessions() as session:
+            availability.analyze_daily(session)
     return len(days)
 
 

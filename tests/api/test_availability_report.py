@@ -125,9 +125,15 @@ def _degrade(api: Api, camera_id: str, start_h: float, hours: float) -> None:
 
 
 @pytest.mark.parametrize("rolled_up", [False, True])
-def test_a_day_with_a_one_hour_degradation(city: Api, rolled_up: bool) -> None:
+@pytest.mark.parametrize("named", [True, False], ids=["by-id", "read-all"])
+def test_a_day_with_a_one_hour_degradation(
+    city: Api, rolled_up: bool, named: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Online time and 完好 time differ by the hour the picture was degraded, per camera and
-    per grid; a degradation while the camera is offline costs nothing more."""
+    per grid; a degradation while the camera is offline costs nothing more. A grid's
+    cameras read by their ids (a few) or with the whole city's (thousands) alike."""
+    if not named:
+        monkeypatch.setattr(availability, "NAMED_CAMERAS", 0)
     _degrade(city, "cam_g1", 30, 1)  # online all along: loses the hour
     _degrade(city, "cam_k1", 35, 3)  # offline from 36 h on: loses one hour, not three
     if rolled_up:
