@@ -179,6 +179,8 @@ class EndpointStats:
     invites: int = 0
     invite_failures: int = 0
     byes_sent: int = 0
+    #: TCP connections closed after sending nothing for keepalive_s × keepalive_misses.
+    idle_closed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,8 +340,21 @@ class SipEndpoint:
         addr: Address = (str(peer[0]), int(peer[1]))
         self._tcp[addr] = writer
         parser = SipStreamParser()
+        # A device on TCP sends a keepalive every keepalive_s; one silent for as long as a
+        # device takes to be marked offline is gone, or never was one (a port scanner, a
+        # slow-loris holding file descriptors): its connection is closed.
+        idle_s = self.config.keepalive_s * self.config.keepalive_misses
         try:
-            while data := await reader.read(65536):
+            while True:
+                try:
+                    async with asyncio.timeout(idle_s):
+                        data = await reader.read(65536)
+                except TimeoutError:
+                    self.stats.idle_closed += 1
+                    log.info("GB/T 28181: closing TCP from %s: silent for %.0f s", addr[0], idle_s)
+                    break
+                if not data:
+                    break
                 for message in parser.feed(data):
                     self._dispatch(message, addr, "TCP")
         except SipParseError as err:

@@ -416,6 +416,33 @@ def test_tcp_media_works_as_well_as_udp(
     assert _status(platform, camera["id"])["fps"] == pytest.approx(10, rel=0.1)
 
 
+def test_a_silent_sip_tcp_connection_is_closed(
+    platform_factory: Callable[..., Platform],
+) -> None:
+    """A TCP connection that never sends (a port scanner, a slow-loris holding descriptors)
+    is closed once silent for keepalive_s × keepalive_misses (1 s × 3 here); one that sent
+    a message keeps its clock from that message, not from its connection."""
+    platform = platform_factory()
+    with (
+        socket.create_connection(("127.0.0.1", platform.sip_port)) as silent,
+        socket.create_connection(("127.0.0.1", platform.sip_port)) as talking,
+    ):
+        silent.settimeout(15)
+        talking.settimeout(15)
+        opened = time.monotonic()
+        time.sleep(2)
+        talking.sendall(_sip("OPTIONS", platform.sip_port, talking.getsockname()[1]))
+        spoke = time.monotonic()
+        assert talking.recv(65536).startswith(b"SIP/2.0 ")  # answered, still open
+        assert silent.recv(1) == b"", "the silent connection was closed"
+        silent_for = time.monotonic() - opened
+        while talking.recv(65536):  # the answer's rest, then the close
+            pass
+        talking_for = time.monotonic() - spoke
+    assert silent_for >= 2.5 and talking_for >= 2.5, (silent_for, talking_for)
+    assert platform.metric("xueliang_gb28181_sip_idle_closed_total") == 2
+
+
 def test_twenty_channels_of_an_nvr_stream_side_by_side(
     platform_factory: Callable[..., Platform],
     gb_device: Callable[..., GbDevice],
