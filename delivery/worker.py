@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
+from delivery.pinned import pinned_client
 from ingest.backoff import BackoffPolicy
 from ingest.egress import EgressPolicy, EgressRefused, Purpose
 from storage import delivery as repo
@@ -454,7 +455,7 @@ class DeliveryWorker:
         # accepts requests, so the MQTT cursor exists before the first event it must carry.
         self._prepare()
         timeout = httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        async with pinned_client(self._egress, timeout) as client:
             self._client = client
             try:
                 while True:

@@ -18,9 +18,11 @@ webhook sender call :meth:`EgressPolicy.check` before they connect. A name that 
 resolve passes — the connection then fails the usual way. IPv4-mapped (``::ffff:a.b.c.d``)
 and NAT64 (``64:ff9b::a.b.c.d``) addresses are judged as the IPv4 address they carry.
 
-What it does not stop: a name that resolves to an allowed address when checked and to a
-refused one a moment later, when the connecting library resolves it again (DNS
-rebinding within milliseconds); docs/security.md says so.
+DNS rebinding (a name answering an allowed address when checked and a refused one a
+moment later, when the connecting library resolves it again): webhooks connect to the
+very addresses the policy judged (delivery/pinned.py), so it cannot slip through there. A
+camera's reader (FFmpeg) still resolves the name itself after the check; a camera may be
+anywhere but at a metadata or link-local address, and docs/security.md says so.
 """
 
 from __future__ import annotations
@@ -118,6 +120,12 @@ class EgressPolicy:
 
     async def check_async(self, field: str, host: str, purpose: Purpose) -> None:
         """:meth:`check` for the event loop: the lookup runs on a thread."""
+        await self.resolve_checked(field, host, purpose)
+
+    async def resolve_checked(self, field: str, host: str, purpose: Purpose) -> list[IPAddress]:
+        """What ``host`` resolves to, judged (:class:`EgressRefused` when refused): the
+        addresses to connect to, so that the check and the connection use one lookup
+        (delivery/pinned.py). Empty when the name does not resolve in time."""
         addresses = _literals(host)
         if addresses is None:
             lookup = asyncio.wrap_future(_RESOLVERS.submit(_getaddrinfo, host))
@@ -126,6 +134,7 @@ class EgressPolicy:
             except (TimeoutError, OSError, UnicodeError):
                 addresses = []
         self.judge(field, host, purpose, addresses)
+        return addresses
 
     def check_url(self, field: str, url: str | None, purpose: Purpose) -> None:
         """:meth:`check` of a URL's host; a URL without one has nothing to check."""
