@@ -66,21 +66,38 @@ class LeaseKeeper:
         self.renewals = 0
         self.behind = False  # the last renewal left this worker short: renew sooner
         self._on_taken = on_taken
-        self._ok = time.monotonic()
+        self._renewed = time.monotonic()
         # A thread of its own: a renewal must not queue behind other database work in the
         # shared pool (state writers waiting for the event log starved heartbeats, and
         # workers were taken for dead: tests/scale).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leases")
 
     async def renew(self) -> bool:
-        """Renew and balance once; ``True`` when the cameras this worker holds changed."""
+        """Renew and balance once; ``True`` when the cameras this worker holds changed.
+
+        The fence is counted from when the last committed renewal *began* — the database
+        counts the lease from then — and does not wait for a renewal that hangs (the
+        database restarting, a connection blocked): at 0.8 of the lease the worker fences
+        itself, whatever the call is still doing. Before, the clock started when the
+        renewal returned (a slow one ate into the margin left to stop the cameras) and
+        a hung call delayed the fence until it failed (docs/soak.md, run 1).
+        """
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._executor, self.renew_now)
+        call.add_done_callback(_retrieved)  # a call given up on may still fail later
         try:
-            loop = asyncio.get_running_loop()
-            held = await loop.run_in_executor(self._executor, self.renew_now)
-            self._ok = time.monotonic()
+            while True:
+                left = self.lease_s * 0.8 - (time.monotonic() - self._renewed)
+                try:
+                    held = await asyncio.wait_for(asyncio.shield(call), timeout=max(left, 0.0))
+                    break
+                except TimeoutError:
+                    if not self._expiring():
+                        continue  # renewed meanwhile; taking or telling is what takes long
+                    raise TimeoutError("no answer from the database in time") from None
         except Exception as err:
             log.warning("worker %s: cannot renew camera leases: %s", self.worker.id, err)
-            if time.monotonic() - self._ok < self.lease_s * 0.8:
+            if not self._expiring():
                 return False
             # Fence ourselves before the leases expire and another worker takes over:
             # two workers must never analyse one camera (duplicate incidents).
@@ -105,7 +122,7 @@ class LeaseKeeper:
         Three short transactions: the heartbeat with the renewal (never held up by the
         others), taking what is missing of the share, then telling ``on_taken``.
         """
-        now = utcnow()
+        began, now = time.monotonic(), utcnow()
         w = self.worker
         row = Worker(
             id=w.id,
@@ -119,6 +136,7 @@ class LeaseKeeper:
         with self.services.db.session() as session:
             heartbeat(session, row, now)
             held = renew(session, w.id, now, self.lease_s)
+        self._renewed = began  # committed: the leases run from ``now``
         cameras = held.cameras
         self.behind = False
         if len(cameras) < held.share:
@@ -153,6 +171,10 @@ class LeaseKeeper:
         self.behind = True
         return []
 
+    def _expiring(self) -> bool:
+        """Whether 0.8 of the lease has passed since the last committed renewal began."""
+        return time.monotonic() - self._renewed >= self.lease_s * 0.8
+
     def next_renewal_s(self) -> float:
         """Seconds until the next renewal: a third of the lease, or one second while this
         worker is far below its share or found other workers taking all the time (in a
@@ -171,3 +193,9 @@ class LeaseKeeper:
         with self.services.db.session() as session:
             release_all(session, self.worker.id)
         self._executor.shutdown(wait=False)
+
+
+def _retrieved(call: asyncio.Future[set[str]]) -> None:
+    """Read a finished call's exception, so that one given up on is not logged as lost."""
+    if not call.cancelled():
+        call.exception()
