@@ -67,6 +67,7 @@ class LeaseKeeper:
         self.behind = False  # the last renewal left this worker short: renew sooner
         self._on_taken = on_taken
         self._renewed = time.monotonic()
+        self._call: asyncio.Future[set[str]] | None = None
         # A thread of its own: a renewal must not queue behind other database work in the
         # shared pool (state writers waiting for the event log starved heartbeats, and
         # workers were taken for dead: tests/scale).
@@ -82,9 +83,11 @@ class LeaseKeeper:
         renewal returned (a slow one ate into the margin left to stop the cameras) and
         a hung call delayed the fence until it failed (docs/soak.md, run 1).
         """
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(self._executor, self.renew_now)
-        call.add_done_callback(_retrieved)  # a call given up on may still fail later
+        call = self._call
+        if call is None or call.done():  # never a second call queued behind a hung one
+            call = asyncio.get_running_loop().run_in_executor(self._executor, self.renew_now)
+            call.add_done_callback(_retrieved)  # a call given up on may still fail later
+            self._call = call
         try:
             while True:
                 left = self.lease_s * 0.8 - (time.monotonic() - self._renewed)

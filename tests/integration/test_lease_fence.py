@@ -55,5 +55,6 @@ async def test_a_hung_renewal_fences_before_the_lease_expires(services: Services
     # cameras back (nobody took them meanwhile).
     deadline = time.monotonic() + 10
     while keeper.held != {"cam_0", "cam_1", "cam_2"} and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
         await keeper.renew()
     assert keeper.held == {"cam_0", "cam_1", "cam_2"}
