@@ -5,8 +5,10 @@ Peer fixtures (RTSP server, SeaweedFS) live in tests/peers/.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import statistics
 import threading
 import time
 import uuid
@@ -94,6 +96,30 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def steady(read: Callable[[], float | None], readings: int = 5, every: float = 0.5) -> float:
+    """The median of ``readings`` values of ``read`` (a camera's frame rate) ``every``
+    seconds apart: one reading is a 1-s window, which a loaded machine (the suite runs in
+    three processes) pushes 10 % off now and then; a real fault is off all the time."""
+    values = []
+    for i in range(readings):
+        if i:
+            time.sleep(every)
+        values.append(read() or 0.0)
+    return statistics.median(values)
+
+
+async def steady_async(
+    read: Callable[[], float | None], readings: int = 5, every: float = 0.5
+) -> float:
+    """:func:`steady` on the event loop."""
+    values = []
+    for i in range(readings):
+        if i:
+            await asyncio.sleep(every)
+        values.append(read() or 0.0)
+    return statistics.median(values)
 
 
 @contextmanager

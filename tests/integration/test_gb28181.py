@@ -23,7 +23,7 @@ import pytest
 
 from api.app import create_app
 from config.settings import Settings
-from tests.conftest import LiveServer, free_port, wait_for
+from tests.conftest import LiveServer, free_port, steady, wait_for
 from tests.peers.gb28181.device import REPO, GbDevice, gb_device, make_channels
 from tests.peers.gb28181.media import make_ps_file
 
@@ -204,7 +204,7 @@ def test_catalog_channel_camera_streams_and_bye_on_delete(
     wait_for(lambda: status()["state"] == "online", 20, "the channel's camera online")
     wait_for(lambda: (status()["fps"] or 0) > 0, 10, "a measured frame rate")
     time.sleep(3)
-    assert status()["fps"] == pytest.approx(10, rel=0.1)
+    assert steady(lambda: status()["fps"]) == pytest.approx(10, rel=0.1)
     snap = platform.http.get(f"/api/v1/cameras/{camera['id']}/snapshot.jpg")
     assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
 
@@ -413,7 +413,7 @@ def test_tcp_media_works_as_well_as_udp(
     camera = _streaming(platform, device.channels[0].channel_id)
     assert device.events("INVITE")[-1].fields.get("proto", "").startswith("TCP")
     time.sleep(2)  # one more status flush: a steady rate, not the first window
-    assert _status(platform, camera["id"])["fps"] == pytest.approx(10, rel=0.1)
+    assert steady(lambda: _status(platform, camera["id"])["fps"]) == pytest.approx(10, rel=0.1)
 
 
 def test_a_silent_sip_tcp_connection_is_closed(
@@ -457,8 +457,14 @@ def test_twenty_channels_of_an_nvr_stream_side_by_side(
 
     wait_for(lambda: online() == 20, 60, "20 cameras online")
     time.sleep(4)
-    rates = [_status(platform, c["id"])["fps"] or 0.0 for c in cameras]
-    assert all(r == pytest.approx(10, rel=0.15) for r in rates), rates
+    # Each camera's median of four readings a second apart: one reading is a 1-s window,
+    # which a loaded machine (the suite runs in three processes) pushes to 9.0 or 11.
+    readings = []
+    for _ in range(4):
+        readings.append([_status(platform, c["id"])["fps"] or 0.0 for c in cameras])
+        time.sleep(1)
+    rates = [statistics.median(per_camera) for per_camera in zip(*readings, strict=True)]
+    assert all(r == pytest.approx(10, rel=0.15) for r in rates), readings
     invites = device.events("INVITE")
     assert len({e.fields["ssrc"] for e in invites}) == len(invites)  # one SSRC per stream
 
