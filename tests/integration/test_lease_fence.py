@@ -42,7 +42,7 @@ async def test_a_hung_renewal_fences_before_the_lease_expires(services: Services
     renewed = time.monotonic()
     # Another session locks this worker's row: the next heartbeat waits on it, like a
     # renewal whose database does not answer.
-    locker = create_engine(services.settings.database.url)
+    locker = create_engine(services.db.engine.url)
     with locker.connect() as conn:
         conn.execute(text("SELECT id FROM workers WHERE id = 'w1' FOR UPDATE"))
         changed = await asyncio.wait_for(keeper.renew(), LEASE_S * 2)  # hung for ever before
