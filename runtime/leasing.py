@@ -92,7 +92,10 @@ class LeaseKeeper:
             while True:
                 left = self.lease_s * 0.8 - (time.monotonic() - self._renewed)
                 try:
-                    held = await asyncio.wait_for(asyncio.shield(call), timeout=max(left, 0.0))
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                    # cancel landing as the call completes, and the service never stopped.
+                    async with asyncio.timeout(max(left, 0.0)):
+                        held = await asyncio.shield(call)
                     break
                 except TimeoutError:
                     if not self._expiring():
