@@ -68,6 +68,7 @@ class LeaseKeeper:
         self._on_taken = on_taken
         self._renewed = time.monotonic()
         self._call: asyncio.Future[set[str]] | None = None
+        self._hung = False  # the last call was given up on while still running
         # A thread of its own: a renewal must not queue behind other database work in the
         # shared pool (state writers waiting for the event log starved heartbeats, and
         # workers were taken for dead: tests/scale).
@@ -84,7 +85,8 @@ class LeaseKeeper:
         a hung call delayed the fence until it failed (docs/soak.md, run 1).
         """
         call = self._call
-        if call is None or call.done():  # never a second call queued behind a hung one
+        # A call given up on and still running is waited on again, not queued behind.
+        if call is None or call.done() or not self._hung:
             call = asyncio.get_running_loop().run_in_executor(self._executor, self.renew_now)
             call.add_done_callback(_retrieved)  # a call given up on may still fail later
             self._call = call
@@ -96,10 +98,12 @@ class LeaseKeeper:
                     # cancel landing as the call completes, and the service never stopped.
                     async with asyncio.timeout(max(left, 0.0)):
                         held = await asyncio.shield(call)
+                    self._hung = False
                     break
                 except TimeoutError:
                     if not self._expiring():
                         continue  # renewed meanwhile; taking or telling is what takes long
+                    self._hung = True
                     raise TimeoutError("no answer from the database in time") from None
         except Exception as err:
             log.warning("worker %s: cannot renew camera leases: %s", self.worker.id, err)
