@@ -14,6 +14,7 @@ transport replaces its pool with one that has it (httpcore is httpx's own engine
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,16 +52,15 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError(f"refused by the egress policy: {err.reason}") from None
         if not addresses:
             raise httpcore.ConnectError(f"host {host} does not resolve")
-        failure: Exception | None = None
-        for address in addresses:
-            try:
+        *others, last = addresses  # each in turn; the last one's error is the answer
+        for address in others:
+            with contextlib.suppress(httpcore.ConnectError, httpcore.ConnectTimeout):
                 return await self._inner.connect_tcp(
                     str(address), port, timeout, local_address, socket_options
                 )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as err:
-                failure = err
-        assert failure is not None
-        raise failure
+        return await self._inner.connect_tcp(
+            str(last), port, timeout, local_address, socket_options
+        )
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
