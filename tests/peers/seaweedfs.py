@@ -218,6 +218,9 @@ class SeaweedS3:
             assert self._process is not None
             self._process.send_signal(signal.SIGSTOP)
             self._frozen = True
+            # The stop reaches each of the server's threads when it is next scheduled: on a
+            # loaded machine one still answered a request sent right after the signal (CI).
+            _wait_stopped(self._process.pid)
 
     def thaw(self) -> None:
         """SIGCONT after :meth:`freeze`."""
@@ -380,3 +383,17 @@ def s3_store(seaweedfs: SeaweedS3) -> S3ObjectStore:
     """An S3ObjectStore on a fresh bucket (not yet created) of the session server."""
     seaweedfs.ensure_running()
     return seaweedfs.store()
+
+
+def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Wait until every thread of ``pid`` is stopped (state ``T`` in /proc)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            with contextlib.suppress(OSError):
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the S3 server (pid {pid}) did not stop within {timeout:.0f} s")
