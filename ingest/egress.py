@@ -20,9 +20,9 @@ and NAT64 (``64:ff9b::a.b.c.d``) addresses are judged as the IPv4 address they c
 
 DNS rebinding (a name answering an allowed address when checked and a refused one a
 moment later, when the connecting library resolves it again): webhooks connect to the
-very addresses the policy judged (delivery/pinned.py), so it cannot slip through there. A
-camera's reader (FFmpeg) still resolves the name itself after the check; a camera may be
-anywhere but at a metadata or link-local address, and docs/security.md says so.
+very addresses the policy judged (delivery/pinned.py), and a camera's reader opens its URL
+with the host replaced by a judged address (ingest/sources.py): neither resolves the name
+again. ONVIF service addresses named by a device are judged too (ingest/onvif.py).
 """
 
 from __future__ import annotations
@@ -116,7 +116,15 @@ class EgressPolicy:
 
         Blocking for at most ``resolve_timeout_s`` (a DNS lookup): call it from a thread.
         """
-        self.judge(field, host, purpose, self.resolve_all([host]).get(host, []))
+        self.addresses_checked(field, host, purpose)
+
+    def addresses_checked(self, field: str, host: str, purpose: Purpose) -> list[IPAddress]:
+        """What ``host`` resolves to, judged: the addresses to connect to, so that the check
+        and the connection use one lookup (a camera's reader). Empty when the name does not
+        resolve in time. Blocking, like :meth:`check`."""
+        addresses = self.resolve_all([host]).get(host, [])
+        self.judge(field, host, purpose, addresses)
+        return addresses
 
     async def check_async(self, field: str, host: str, purpose: Purpose) -> None:
         """:meth:`check` for the event loop: the lookup runs on a thread."""

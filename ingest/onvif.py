@@ -10,7 +10,9 @@ A probe is one bounded conversation with the device:
    open) tells a closed port, a host that does not answer and a web server that is no
    ONVIF device apart before any password is sent;
 2. the device's services (``GetServices``, clock skew compensated: WS-Security digests
-   carry a timestamp that cameras with a wrong clock reject);
+   carry a timestamp that cameras with a wrong clock reject). The device names their
+   addresses (XAddrs), and may name any host: each is judged by the egress policy before
+   the first request to it (:class:`~ingest.egress.EgressRefused`, a 422);
 3. ``GetDeviceInformation``, then the media profiles with the RTSP and snapshot URI of each.
 
 :func:`choose_streams` then maps the profiles to the service's two roles: the
@@ -28,7 +30,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -36,6 +38,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import zeep.exceptions
 
+from ingest.egress import EgressPolicy, EgressRefused, Purpose
 from ingest.errors import IngestError
 from ingest.redact import redact
 
@@ -242,6 +245,8 @@ class Target:
     username: str
     password: str
     timeout_s: float = DEFAULT_TIMEOUT_S
+    #: Judges the service addresses the device names; None: go wherever it says.
+    egress: EgressPolicy | None = field(default=None, compare=False)
 
     @property
     def where(self) -> str:
@@ -251,14 +256,21 @@ class Target:
 
 
 async def probe(
-    host: str, port: int, username: str, password: str, timeout: float = DEFAULT_TIMEOUT_S
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    *,
+    egress: EgressPolicy | None = None,
 ) -> OnvifDevice:
     """Read the identity, profiles, stream and snapshot URIs and PTZ support of a device.
 
     Raises an :class:`OnvifError` subclass: :class:`OnvifUnreachable`, :class:`OnvifTimeout`,
-    :class:`NotOnvif`, :class:`OnvifAuthError`, :class:`OnvifNoMedia`.
+    :class:`NotOnvif`, :class:`OnvifAuthError`, :class:`OnvifNoMedia`; or
+    :class:`~ingest.egress.EgressRefused` when ``egress`` refuses a service address.
     """
-    target = Target(host, port, username, password, timeout)
+    target = Target(host, port, username, password, timeout, egress)
     started = time.monotonic()
     async with _bounded(target, "probe"):
         await _preflight(target)
@@ -282,7 +294,7 @@ async def _bounded(target: Target, what: str) -> AsyncIterator[None]:
     try:
         async with asyncio.timeout(target.timeout_s):
             yield
-    except OnvifError:
+    except (OnvifError, EgressRefused):
         raise
     except Exception as err:
         raise _translate(err, target, what) from err
@@ -336,9 +348,21 @@ async def _camera(target: Target) -> AsyncIterator[Any]:
     )
     try:
         await cam.update_xaddrs()
+        await _judge_xaddrs(cam.xaddrs, target)
         yield cam
     finally:
         await cam.close()
+
+
+async def _judge_xaddrs(xaddrs: dict[str, str], target: Target) -> None:
+    """Refuse the device's service addresses the egress policy refuses: a device (or
+    whoever answers at its address) could otherwise aim our requests, with the camera's
+    password, at a metadata service or anywhere else the policy keeps us from."""
+    if target.egress is None:
+        return
+    for namespace, xaddr in sorted(xaddrs.items()):
+        service = namespace.rstrip("/").split("/")[-2] if "/" in namespace else namespace
+        await target.egress.check_url_async(f"onvif.xaddrs.{service}", xaddr, Purpose.CAMERA)
 
 
 async def _read_device(cam: Any, target: Target) -> OnvifDevice:

@@ -44,7 +44,7 @@ from av.packet import Packet
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
-from ingest.egress import EgressPolicy, EgressRefused, Purpose
+from ingest.egress import EgressPolicy, EgressRefused, IPAddress, Purpose
 from ingest.errors import (
     CameraAuthError,
     CameraRefusedError,
@@ -77,6 +77,10 @@ STREAM_SCHEMES = ("rtsp", "rtsps")
 # PyAVSource) or TLS (rtsps). FFmpeg then refuses http, file, concat, subfile, pipe… even
 # if a URL or a redirect asks for them.
 _LIVE_PROTOCOLS = "tcp,tls"
+#: Connect errors after which the next address of a name is tried, as FFmpeg would.
+_NOT_THERE = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL}
+)
 _FILE_PROTOCOLS = "file"
 _PROBE_TIMEOUT_S = 1.0  # the longest the port probe after a failed open waits for an answer
 
@@ -191,6 +195,7 @@ class PyAVSource:
         self._url = url
         self._options = options
         self._secrets = url_secrets(url)
+        self._targets = [url]
 
     @property
     def display_url(self) -> str:
@@ -199,7 +204,7 @@ class PyAVSource:
 
     def run_once(self, stop: threading.Event, handler: StreamHandler) -> None:
         """Open, then deliver packets until ``stop`` or failure."""
-        self._check_egress()
+        self._targets = self._pinned_urls()
         # Capture this thread's FFmpeg lines: they explain failures PyAV only numbers.
         with av.logging.Capture(local=True) as ffmpeg_log:
             opened = False
@@ -219,15 +224,28 @@ class PyAVSource:
                     found.ffmpeg_log = log
                 raise found from err
 
-    def _check_egress(self) -> None:
-        """Refuse, before any packet leaves, a host the egress policy refuses now (a DNS
-        lookup of at most ``egress.resolve_timeout_s``: this runs on the reader thread)."""
-        if self._options.egress is None:
-            return
+    def _pinned_urls(self) -> list[str]:
+        """The URLs to open, in turn: with an egress policy, the camera's URL with its host
+        replaced by each address the policy judged (a DNS lookup of at most
+        ``egress.resolve_timeout_s``: this runs on the reader thread), so that FFmpeg does
+        not resolve the name again — a second answer could aim it anywhere (DNS rebinding).
+        Raises :class:`CameraRefusedError` before any packet leaves for a refused host."""
+        egress = self._options.egress
+        host = urlsplit(self._url).hostname
+        if egress is None or host is None:
+            return [self._url]
         try:
-            self._options.egress.check_url("url", self._url, Purpose.CAMERA)
+            addresses = egress.addresses_checked("url", host, Purpose.CAMERA)
         except EgressRefused as err:
             raise CameraRefusedError(f"refused by the egress policy: {err.reason}") from None
+        if not addresses:
+            raise CameraUnreachableError(
+                f"host not found: {host} does not resolve (within "
+                f"{egress.resolve_timeout_s:g} s): check the camera's address"
+            )
+        if str(addresses[0]) == host.split("%")[0]:
+            return [self._url]  # an address already
+        return [_with_host(self._url, a) for a in dict.fromkeys(addresses)]
 
     def _open(self, *, video_only: bool = True) -> InputContainer:
         opts = self._options
@@ -239,9 +257,15 @@ class PyAVSource:
         }
         if video_only:
             options["allowed_media_types"] = "video"  # no audio SETUP: less bandwidth and CPU
-        return av.open(
-            self._url, options=options, timeout=(opts.open_timeout_s, opts.read_timeout_s)
-        )
+        timeout = (opts.open_timeout_s, opts.read_timeout_s)
+        *others, last = self._targets
+        for url in others:  # the next address when one refuses at once, as FFmpeg would
+            try:
+                return av.open(url, options=options, timeout=timeout)
+            except av.FFmpegError as err:
+                if err.errno not in _NOT_THERE:
+                    raise
+        return av.open(last, options=options, timeout=timeout)
 
     def _explain(self, err: av.FFmpegError, found: IngestError, *, timed_out: bool) -> IngestError:
         """A clearer error for an open that failed without FFmpeg saying why."""
@@ -256,7 +280,7 @@ class PyAVSource:
                     "check the URL's path or the camera's stream settings"
                 )
         elif isinstance(err, e.InvalidDataError | e.ExitError | e.TimeoutError):
-            found = _probe_verdict(self._url, self._options, found, timed_out=timed_out)
+            found = _probe_verdict(self._targets[-1], self._options, found, timed_out=timed_out)
         return found
 
     def _media_without_video(self) -> str | None:
@@ -354,6 +378,15 @@ class RefusedSource:
     def run_once(self, stop: threading.Event, handler: StreamHandler) -> None:
         """Fail at once, without touching the network or the file system."""
         raise UnsupportedStreamError(self._problem)
+
+
+def _with_host(url: str, address: IPAddress) -> str:
+    """``url`` with its host replaced by ``address`` (user, password and port kept)."""
+    parts = urlsplit(url)
+    userinfo, at, _hostport = parts.netloc.rpartition("@")
+    host = f"[{address}]" if address.version == 6 else str(address)
+    port = f":{parts.port}" if parts.port is not None else ""
+    return parts._replace(netloc=f"{userinfo}{at}{host}{port}").geturl()
 
 
 def _probe_verdict(

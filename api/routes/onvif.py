@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -32,7 +32,7 @@ from api.schemas.onvif import (
 )
 from ingest import discovery
 from ingest import onvif as ov
-from ingest.egress import Purpose
+from ingest.egress import EgressPolicy, Purpose
 from ingest.redact import redact_url
 from runtime.services import Services
 from storage import cameras as repo
@@ -60,7 +60,8 @@ class OnvifRegistration:
 
 async def register_onvif_camera(services: Services, body: OnvifIn) -> OnvifRegistration:
     """Probe the device and choose its streams; raises an ``OnvifError`` (422) if it can't."""
-    login = _Login(body.host, body.port, body.username, body.password.get_secret_value())
+    password = body.password.get_secret_value()
+    login = _Login(body.host, body.port, body.username, password, services.egress)
     return await _probe_and_choose(services, login, body.profile_token, body.sub_profile_token)
 
 
@@ -70,16 +71,19 @@ class _Login:
     port: int
     username: str
     password: str
+    egress: EgressPolicy | None = None
 
     def target(self, timeout: float = ov.DEFAULT_TIMEOUT_S) -> ov.Target:
-        return ov.Target(self.host, self.port, self.username, self.password, timeout)
+        return ov.Target(self.host, self.port, self.username, self.password, timeout, self.egress)
 
 
 async def _probe_and_choose(
     services: Services, login: _Login, main_token: str | None, sub_token: str | None
 ) -> OnvifRegistration:
     await services.egress.check_async("onvif.host", login.host, Purpose.CAMERA)
-    device = await ov.probe(login.host, login.port, login.username, login.password)
+    device = await ov.probe(
+        login.host, login.port, login.username, login.password, egress=services.egress
+    )
     main, sub = ov.choose_profiles(device, main_token, sub_token)
     assert main.stream_uri is not None
     # The device chooses its stream URIs: they may point anywhere.
@@ -113,6 +117,7 @@ def _login(services: Services, stored: dict[str, Any]) -> _Login:
         int(stored["port"]),
         stored["username"],
         services.secrets.decrypt(stored["password_enc"]),
+        services.egress,
     )
 
 
@@ -170,9 +175,9 @@ async def refresh_onvif(
     stored = await asyncio.to_thread(_onvif_of, services, camera_id)
     login = _login(services, stored)
     if body.username is not None:
-        login = _Login(login.host, login.port, body.username, login.password)
+        login = replace(login, username=body.username)
     if body.password is not None:
-        login = _Login(login.host, login.port, login.username, body.password.get_secret_value())
+        login = replace(login, password=body.password.get_secret_value())
     fields = body.model_fields_set
     main = body.profile_token if "profile_token" in fields else stored["profile_token"]
     sub = body.sub_profile_token if "sub_profile_token" in fields else stored["sub_profile_token"]

@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from ingest.discovery import MULTICAST_GROUP, DiscoveredDevice, discover
+from ingest.egress import EgressPolicy, EgressRefused
 from ingest.onvif import (
     NotOnvif,
     OnvifAuthError,
@@ -48,6 +49,7 @@ CLOSED_PORT = 18099
 WEB_PORT = 18090  # a plain HTTP server: not an ONVIF device
 SILENT_PORT = 18091  # accepts connections, never answers
 NO_MEDIA_PORT = 18092  # an ONVIF device service without a media service
+ELSEWHERE_PORT = 18093  # a device service that names its media service at another host
 SERVE_PORT = 8000
 
 
@@ -108,10 +110,30 @@ _NO_MEDIA_ANSWERS = {
 }
 
 
+# The same device, naming a media service at the cloud metadata address.
+_ELSEWHERE_ANSWERS = {
+    **_NO_MEDIA_ANSWERS,
+    "GetServices": _NO_MEDIA_ANSWERS["GetServices"].replace(
+        "</tds:GetServicesResponse>",
+        "<tds:Service><tds:Namespace>http://www.onvif.org/ver10/media/wsdl</tds:Namespace>"
+        "<tds:XAddr>http://169.254.169.254/latest/meta-data/</tds:XAddr>"
+        "<tds:Version><tt:Major>2</tt:Major><tt:Minor>5</tt:Minor></tds:Version>"
+        "</tds:Service></tds:GetServicesResponse>",
+    ),
+}
+
+
 async def _no_media_answer(request: web.Request) -> web.Response:
-    body = await request.text()
+    return _answer(_NO_MEDIA_ANSWERS, await request.text())
+
+
+async def _elsewhere_answer(request: web.Request) -> web.Response:
+    return _answer(_ELSEWHERE_ANSWERS, await request.text())
+
+
+def _answer(answers: dict[str, str], body: str) -> web.Response:
     now = datetime.now(UTC)
-    for action, answer in _NO_MEDIA_ANSWERS.items():
+    for action, answer in answers.items():
         if action in body:
             filled = answer.format(
                 h=now.hour, m=now.minute, s=now.second, Y=now.year, M=now.month, D=now.day
@@ -208,6 +230,35 @@ def test_each_failure_gets_its_own_clear_error(
         assert took < 6.0, (what, took)
     assert found["timeout"][1] == pytest.approx(1.0, abs=0.5)
     assert len({str(err) for err, _ in found.values()}) == len(found)
+
+
+def test_service_addresses_the_device_names_are_judged_by_the_egress_policy(
+    onvif_netns: NetNamespace,
+) -> None:
+    """A device (or whatever answers at its address) names where its services are: a media
+    service at the metadata address is refused before any request goes there."""
+
+    async def both() -> tuple[BaseException, BaseException]:
+        runner = web.AppRunner(web.Application())
+        runner.app.router.add_post("/onvif/device_service", _elsewhere_answer)
+        await runner.setup()
+        await web.TCPSite(runner, HOST, ELSEWHERE_PORT).start()
+        try:
+            with pytest.raises(EgressRefused) as refused:
+                await probe(HOST, ELSEWHERE_PORT, "admin", "pw", 5.0, egress=EgressPolicy())
+            # Without a policy the probe goes there, and fails the way the network says.
+            with pytest.raises(OnvifError) as followed:
+                await probe(HOST, ELSEWHERE_PORT, "admin", "pw", 3.0)
+        finally:
+            await runner.cleanup()
+        return refused.value, followed.value
+
+    refused, followed = onvif_netns.call(asyncio.run, both())
+    assert refused.field == "onvif.xaddrs.media", refused
+    assert "169.254.169.254" in str(refused) and "cloud metadata" in str(refused)
+    assert "XUELIANG_EGRESS__ALLOW" in str(refused)
+    print(f"refused: {refused}\nwithout a policy: {followed!r}")
+    assert isinstance(followed, OnvifUnreachable | OnvifTimeout), repr(followed)
 
 
 # --- discovery ----------------------------------------------------------------------------
